@@ -1,0 +1,151 @@
+"""The array backend: NumPy on the CPU, CuPy on CUDA.
+
+This is the only module of minigrad that imports numpy or cupy. Every op asks it for the
+array module of its inputs (``xp_of``) and writes ``xp.exp(x)`` instead of ``np.exp(x)``, so
+the same op runs on both devices. Host-side code (data loading, checkpoints) uses the plain
+NumPy re-exported here as ``np``.
+
+CuPy is imported lazily, the first time a CUDA device is asked for: ``import minigrad`` works
+on a machine without it.
+"""
+from __future__ import annotations
+
+import importlib
+
+import numpy
+
+np = numpy  # host arrays: data files, checkpoints, anything that never lives on a GPU
+
+CUPY_INSTALL_HINT = (
+    "install the CuPy wheel that matches your CUDA toolkit, e.g. "
+    "`pip install cupy-cuda12x` (CUDA 12) or `pip install cupy-cuda13x` (CUDA 13), "
+    "or `pip install minigrad[cuda12]`"
+)
+
+_cupy = None  # the cupy module once imported; None until a CUDA device is first used
+
+
+def _import_cupy():
+    """Import CuPy on first use, with an error that says how to get it."""
+    global _cupy
+    if _cupy is None:
+        try:
+            _cupy = importlib.import_module("cupy")
+        except ImportError as error:
+            raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed: "
+                               f"{CUPY_INSTALL_HINT}") from error
+    return _cupy
+
+
+def cuda_is_available() -> bool:
+    """True when CuPy imports and sees at least one CUDA device."""
+    try:
+        cupy = _import_cupy()
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no CuPy, no driver, no device: all mean "not available"
+        return False
+
+
+def cuda_device_count() -> int:
+    return _import_cupy().cuda.runtime.getDeviceCount() if cuda_is_available() else 0
+
+
+# ----------------------------------------------------------------------------- devices
+def parse_device(device) -> str:
+    """Normalise a device spec to ``"cpu"`` or ``"cuda:N"``; reject anything else."""
+    if device is None:
+        return "cpu"
+    if not isinstance(device, str):
+        device = str(device)  # accepts torch.device-like objects that print as "cuda:0"
+    name = device.strip().lower()
+    if name == "cpu":
+        return "cpu"
+    if name == "cuda":
+        name = "cuda:0"
+    if name.startswith("cuda:") and name[5:].isdigit():
+        index = int(name[5:])
+        if not cuda_is_available():
+            _import_cupy()  # raises the install hint when CuPy itself is missing
+            raise RuntimeError(f"device {device!r} was asked for, but CuPy sees no CUDA GPU "
+                               f"(check the driver with nvidia-smi); {CUPY_INSTALL_HINT}")
+        count = cuda_device_count()
+        if index >= count:
+            raise ValueError(f"device: expected a CUDA index below {count}, got {device!r}")
+        return name
+    raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+
+
+def is_cupy_array(array) -> bool:
+    # Checked by module name so that a CPU-only process never imports CuPy.
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def xp_of(array):
+    """The array module (numpy or cupy) that owns ``array``."""
+    return _cupy if is_cupy_array(array) else numpy
+
+
+def xp_for(device: str):
+    """The array module for a normalised device string."""
+    return numpy if device == "cpu" else _import_cupy()
+
+
+def device_of(array) -> str:
+    if is_cupy_array(array):
+        return f"cuda:{array.device.id}"
+    return "cpu"
+
+
+def to_device(array, device: str):
+    """Copy ``array`` to ``device`` (a no-op when it is already there)."""
+    if device == "cpu":
+        return array.get() if is_cupy_array(array) else array
+    cupy = _import_cupy()
+    with cupy.cuda.Device(int(device.split(":")[1])):
+        return cupy.asarray(array)
+
+
+def on_device(device: str):
+    """Context manager that makes ``device`` current for new CuPy arrays (no-op on CPU)."""
+    if device == "cpu":
+        import contextlib
+        return contextlib.nullcontext()
+    return _import_cupy().cuda.Device(int(device.split(":")[1]))
+
+
+def to_host(array):
+    """A NumPy array with the same values (a copy when it lives on a GPU)."""
+    return array.get() if is_cupy_array(array) else numpy.asarray(array)
+
+
+# ----------------------------------------------------------------------------- dtypes
+float32 = numpy.dtype("float32")
+float64 = numpy.dtype("float64")
+int64 = numpy.dtype("int64")
+FLOAT_DTYPES = (float32, float64)
+
+
+def parse_dtype(dtype):
+    """``"float32"``, ``np.float32`` or ``mg.float32`` -> a NumPy dtype object."""
+    try:
+        return numpy.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"dtype: expected a NumPy dtype name such as 'float32', got {dtype!r}") from error
+
+
+def is_dtype_like(value) -> bool:
+    if isinstance(value, str):
+        return value not in ("cpu", "cuda") and not value.startswith("cuda:")
+    return isinstance(value, (numpy.dtype, type))
+
+
+# ----------------------------------------------------------------------------- kernels
+def sliding_window_view(array, window_shape, axis):
+    """Windowed view (no copy) over ``axis``: numpy's and cupy's share one signature."""
+    xp = xp_of(array)
+    return xp.lib.stride_tricks.sliding_window_view(array, window_shape, axis=axis)
+
+
+def as_strided(array, shape, strides):
+    xp = xp_of(array)
+    return xp.lib.stride_tricks.as_strided(array, shape=shape, strides=strides)

@@ -1,0 +1,19 @@
+"""``minigrad.nn.functional``: the stateless ops that layers call, under PyTorch's names."""
+from __future__ import annotations
+
+from ..ops.conv import conv2d, pair  # noqa: F401
+from ..ops.dropout import dropout  # noqa: F401
+from ..ops.elementwise import relu, sigmoid, tanh  # noqa: F401
+from ..ops.loss import REDUCTIONS, cross_entropy, cross_entropy_normalizer, mse_loss  # noqa: F401
+from ..ops.pool import avg_pool2d, max_pool2d  # noqa: F401
+from ..ops.shape import pad  # noqa: F401
+from ..ops.softmax import log_softmax, softmax  # noqa: F401
+
+
+def linear(x, weight, bias=None):
+    """x W^T + b; W has shape (out_features, in_features) as in PyTorch."""
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input features: expected {weight.shape[1]} (weight {weight.shape}), "
+                         f"got {x.shape[-1]} (input {x.shape})")
+    out = x @ weight.T
+    return out if bias is None else out + bias

@@ -1,0 +1,180 @@
+"""``Module`` and ``Parameter``: a tree of layers that owns named, ordered parameters."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .. import backend
+from ..tensor import Tensor
+
+
+class Parameter(Tensor):
+    """A tensor that a Module registers as trainable (``requires_grad=True``)."""
+
+    __slots__ = ()
+
+    def __init__(self, data, requires_grad=True):
+        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+
+    def __repr__(self):
+        return "Parameter(" + super().__repr__() + ")"
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Assigning a Parameter or a Module to an attribute registers it, in assignment order
+    (ordered dicts, never sets: parameter order must not depend on hashing).
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise AttributeError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                                 f"before assigning {name!r}")
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, tensor):
+        """A tensor that moves with the module (``to``) and is saved, but is not trained."""
+        object.__setattr__(self, name, tensor)
+        if tensor is not None:
+            self._buffers[name] = tensor
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, child in self._modules.items():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        return (module for _, module in self.named_modules())
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_parameters(self, prefix=""):
+        """(dotted name, Parameter) pairs in registration order; a shared one appears once."""
+        seen = set()
+        for module_name, module in self.named_modules(prefix):
+            for name, parameter in module._parameters.items():
+                if id(parameter) not in seen:
+                    seen.add(id(parameter))
+                    yield (f"{module_name}.{name}" if module_name else name), parameter
+
+    def parameters(self):
+        return (parameter for _, parameter in self.named_parameters())
+
+    def named_buffers(self):
+        for module_name, module in self.named_modules():
+            for name, buffer in module._buffers.items():
+                yield (f"{module_name}.{name}" if module_name else name), buffer
+
+    # ------------------------------------------------------------------ modes and grads
+    def train(self, mode=True):
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def zero_grad(self):
+        """Forget every parameter's gradient (``.grad = None``, as PyTorch's default)."""
+        for parameter in self.parameters():
+            parameter.grad = None
+
+    # ------------------------------------------------------------------ device and dtype
+    def to(self, target=None, dtype=None, device=None):
+        """Move/cast every parameter and buffer in place; the Parameter objects stay the same,
+        so an optimizer built before ``to`` still updates them."""
+        if target is not None:
+            if backend.is_dtype_like(target):
+                dtype = target
+            else:
+                device = target
+        dtype = backend.parse_dtype(dtype) if dtype is not None else None
+        device = backend.parse_device(device) if device is not None else None
+        for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
+            tensor.data = _moved(tensor.data, dtype, device)
+            if tensor.grad is not None:
+                tensor.grad.data = _moved(tensor.grad.data, dtype, device)
+        return self
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def double(self):
+        return self.to(backend.float64)
+
+    def float(self):
+        return self.to(backend.float32)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self):
+        """Ordered ``{name: tensor}`` of parameters and buffers (detached, sharing memory)."""
+        state = OrderedDict((name, p.detach()) for name, p in self.named_parameters())
+        state.update((name, b.detach()) for name, b in self.named_buffers())
+        return state
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy values in; every name and shape is checked before anything is changed."""
+        own = OrderedDict(self.named_parameters())
+        own.update(self.named_buffers())
+        missing = [name for name in own if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in own]
+        if strict and (missing or unexpected):
+            raise ValueError(f"load_state_dict: state_dict keys do not match the model: "
+                             f"missing {missing}, unexpected {unexpected}")
+        values = {}
+        for name, target in own.items():
+            if name not in state_dict:
+                continue
+            value = state_dict[name]
+            array = value.data if isinstance(value, Tensor) else value
+            array_shape = tuple(getattr(array, "shape", ()))
+            if array_shape != target.shape:
+                raise ValueError(f"load_state_dict: {name}: expected shape {target.shape}, got {array_shape}")
+            values[name] = array
+        for name, array in values.items():  # all checks passed: now change state
+            target = own[name]
+            target.data[...] = backend.to_device(backend.xp_of(array).asarray(array), target.device).astype(
+                target.dtype, copy=False)
+        return self
+
+    # ------------------------------------------------------------------ printing
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        for name, child in self._modules.items():
+            child_lines = repr(child).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {child_lines}")
+        return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
+
+
+def _moved(array, dtype, device):
+    if dtype is not None and array.dtype != dtype and array.dtype.kind == "f":
+        array = array.astype(dtype)
+    if device is not None:
+        array = backend.to_device(array, device)
+    return array

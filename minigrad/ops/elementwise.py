@@ -1,0 +1,281 @@
+"""Element-wise ops: arithmetic, exp/log, activations, where and clip.
+
+Binary ops may broadcast; their backward returns gradients of the broadcast shape and the
+graph walk (``autograd.unbroadcast``) sums them back to each input's shape.
+"""
+from __future__ import annotations
+
+import numbers
+
+from .. import backend
+from ..autograd import Function
+
+
+class Add(Function):
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, grad):  # d(a+b)/da = 1, d(a+b)/db = 1
+        return grad, grad
+
+
+class Sub(Function):
+    def forward(self, a, b):
+        return a - b
+
+    def backward(self, grad):  # d(a-b)/da = 1, d(a-b)/db = -1
+        return grad, -grad
+
+
+class Mul(Function):
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a * b
+
+    def backward(self, grad):  # d(ab)/da = b, d(ab)/db = a
+        a, b = self.saved
+        return (grad * b if self.needs_input_grad[0] else None,
+                grad * a if self.needs_input_grad[1] else None)
+
+
+class Div(Function):
+    def forward(self, a, b):
+        self.save_for_backward(a, b)
+        return a / b
+
+    def backward(self, grad):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
+        a, b = self.saved
+        grad_a = grad / b
+        return grad_a, (-grad_a * a / b if self.needs_input_grad[1] else None)
+
+
+class Neg(Function):
+    def forward(self, a):
+        return -a
+
+    def backward(self, grad):  # d(-a)/da = -1
+        return -grad
+
+
+class PowScalar(Function):
+    def forward(self, a, exponent):
+        self.save_for_backward(a)
+        self.exponent = exponent
+        return a ** exponent
+
+    def backward(self, grad):  # d(a^p)/da = p a^(p-1)
+        (a,) = self.saved
+        p = self.exponent
+        return grad * (p * a ** (p - 1))
+
+
+class Pow(Function):
+    def forward(self, a, b):
+        out = a ** b
+        self.save_for_backward(a, b, out)
+        return out
+
+    def backward(self, grad):  # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)
+        a, b, out = self.saved
+        xp = backend.xp_of(a)
+        grad_a = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
+        grad_b = None
+        if self.needs_input_grad[1]:
+            # Where a == 0 the true derivative b * 0^b * log(0) is 0 for b > 0 (PyTorch's choice).
+            log_a = xp.log(xp.where(a > 0, a, 1))
+            grad_b = grad * out * log_a
+        return grad_a, grad_b
+
+
+class Exp(Function):
+    def forward(self, a):
+        out = backend.xp_of(a).exp(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d(e^a)/da = e^a
+        (out,) = self.saved
+        return grad * out
+
+
+class Log(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return backend.xp_of(a).log(a)
+
+    def backward(self, grad):  # d(log a)/da = 1/a
+        (a,) = self.saved
+        return grad / a
+
+
+class Sqrt(Function):
+    def forward(self, a):
+        out = backend.xp_of(a).sqrt(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d(sqrt a)/da = 1 / (2 sqrt a)
+        (out,) = self.saved
+        return grad / (2 * out)
+
+
+class Abs(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return abs(a)
+
+    def backward(self, grad):  # d|a|/da = sign(a) (0 at 0, as in PyTorch)
+        (a,) = self.saved
+        return grad * backend.xp_of(a).sign(a)
+
+
+class Tanh(Function):
+    def forward(self, a):
+        out = backend.xp_of(a).tanh(a)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d(tanh a)/da = 1 - tanh(a)^2
+        (out,) = self.saved
+        return grad * (1 - out * out)
+
+
+class Sigmoid(Function):
+    def forward(self, a):
+        xp = backend.xp_of(a)
+        # 1/(1+e^-a) overflows e^-a for very negative a; tanh form is stable everywhere.
+        out = 0.5 * (xp.tanh(0.5 * a) + 1)
+        out = out.astype(a.dtype, copy=False)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d(sigma a)/da = sigma(a) (1 - sigma(a))
+        (out,) = self.saved
+        return grad * out * (1 - out)
+
+
+class ReLU(Function):
+    def forward(self, a):
+        out = backend.xp_of(a).maximum(a, 0)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d(max(a,0))/da = 1 where a > 0, else 0
+        (out,) = self.saved
+        return grad * (out > 0)
+
+
+class Where(Function):
+    def forward(self, condition, a, b):
+        self.save_for_backward(condition)
+        return backend.xp_of(a).where(condition, a, b)
+
+    def backward(self, grad):  # gradient goes to a where condition holds, to b elsewhere
+        (condition,) = self.saved
+        zero = grad.dtype.type(0)
+        xp = backend.xp_of(grad)
+        return None, xp.where(condition, grad, zero), xp.where(condition, zero, grad)
+
+
+class Clip(Function):
+    def forward(self, a, low, high):
+        self.save_for_backward(a)
+        self.low, self.high = low, high
+        return backend.xp_of(a).clip(a, low, high)
+
+    def backward(self, grad):  # 1 inside [low, high] (bounds included, as in PyTorch), 0 outside
+        (a,) = self.saved
+        inside = True
+        if self.low is not None:
+            inside = inside & (a >= self.low)
+        if self.high is not None:
+            inside = inside & (a <= self.high)
+        return grad * inside
+
+
+class Cast(Function):
+    def forward(self, a, dtype):
+        self.source_dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, grad):  # a cast is the identity on values: cast the gradient back
+        return grad.astype(self.source_dtype)
+
+
+def add(a, b):
+    return Add.apply(a, b)
+
+
+def sub(a, b):
+    return Sub.apply(a, b)
+
+
+def mul(a, b):
+    return Mul.apply(a, b)
+
+
+def div(a, b):
+    return Div.apply(a, b)
+
+
+def neg(a):
+    return Neg.apply(a)
+
+
+def pow(a, exponent):
+    """``a ** exponent``; a Python-number exponent keeps a's dtype."""
+    if isinstance(exponent, numbers.Number):
+        return PowScalar.apply(a, exponent=exponent)
+    return Pow.apply(a, a._operand(exponent))
+
+
+def exp(a):
+    return Exp.apply(a)
+
+
+def log(a):
+    return Log.apply(a)
+
+
+def sqrt(a):
+    return Sqrt.apply(a)
+
+
+def abs(a):
+    return Abs.apply(a)
+
+
+def tanh(a):
+    return Tanh.apply(a)
+
+
+def sigmoid(a):
+    return Sigmoid.apply(a)
+
+
+def relu(a):
+    return ReLU.apply(a)
+
+
+def where(condition, a, b):
+    """``a`` where ``condition`` holds, else ``b`` (broadcasting all three)."""
+    from ..tensor import Tensor
+    if not isinstance(condition, Tensor):
+        condition = Tensor(condition)
+    if condition.dtype != bool:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {condition.dtype}")
+    if not isinstance(a, Tensor):
+        a = b._operand(a)
+    if not isinstance(b, Tensor):
+        b = a._operand(b)
+    return Where.apply(condition, a, b)
+
+
+def clip(a, low=None, high=None):
+    if low is None and high is None:
+        raise ValueError("clip: expected at least one of min/max, got neither")
+    return Clip.apply(a, low=low, high=high)
+
+
+def cast(a, dtype):
+    return Cast.apply(a, dtype=dtype)

@@ -1,0 +1,167 @@
+"""Ops that move values around without changing them: reshape, permute, index, join, pad."""
+from __future__ import annotations
+
+from .. import backend
+from ..autograd import Function
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.input_shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, grad):  # values are only relabelled: reshape the gradient back
+        return grad.reshape(self.input_shape)
+
+
+class Permute(Function):
+    def forward(self, a, axes):
+        self.axes = axes
+        return a.transpose(axes)
+
+    def backward(self, grad):  # apply the inverse permutation
+        inverse = [0] * len(self.axes)
+        for position, axis in enumerate(self.axes):
+            inverse[axis] = position
+        return grad.transpose(inverse)
+
+
+class GetItem(Function):
+    def forward(self, a, index):
+        self.input_shape, self.input_dtype, self.index = a.shape, a.dtype, index
+        return a[index]
+
+    def backward(self, grad):
+        # Each selected element receives its gradient; an element picked several times
+        # (repeated integer indices) receives the sum, hence add.at rather than assignment.
+        xp = backend.xp_of(grad)
+        full = xp.zeros(self.input_shape, dtype=grad.dtype)
+        if _is_basic_index(self.index):
+            full[self.index] = grad  # a basic slice is a view: each element at most once
+        else:
+            xp.add.at(full, self.index, grad)
+        return full
+
+
+class Concatenate(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        self.sizes = [a.shape[axis] for a in arrays]
+        return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis)
+
+    def backward(self, grad):  # each input gets back its own slab of the gradient
+        xp = backend.xp_of(grad)
+        boundaries = [sum(self.sizes[:i + 1]) for i in range(len(self.sizes) - 1)]
+        return tuple(xp.split(grad, boundaries, axis=self.axis))
+
+
+class Stack(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        return backend.xp_of(arrays[0]).stack(arrays, axis=axis)
+
+    def backward(self, grad):  # input i gets slice i along the new axis
+        xp = backend.xp_of(grad)
+        return tuple(xp.take(grad, i, axis=self.axis) for i in range(grad.shape[self.axis]))
+
+
+class Pad(Function):
+    def forward(self, a, pad_width, value):
+        self.slices = tuple(slice(before, before + size) for (before, _), size in zip(pad_width, a.shape))
+        return backend.xp_of(a).pad(a, pad_width, constant_values=value)
+
+    def backward(self, grad):  # the padding is constant: only the original region gets gradient
+        return grad[self.slices]
+
+
+def _is_basic_index(index):
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
+
+
+def _shape_from_args(args):
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+
+
+def reshape(a, *shape):
+    shape = _shape_from_args(shape)
+    known = 1
+    for size in shape:
+        if size != -1:
+            known *= size
+    if shape.count(-1) > 1 or (-1 not in shape and known != a.size) or \
+            (-1 in shape and (known == 0 or a.size % known)):
+        raise ValueError(f"reshape: cannot view a tensor of shape {a.shape} ({a.size} elements) "
+                         f"as shape {shape}")
+    return Reshape.apply(a, shape=shape)
+
+
+def permute(a, *axes):
+    axes = _shape_from_args(axes)
+    if sorted(axis % max(a.ndim, 1) for axis in axes) != list(range(a.ndim)):
+        raise ValueError(f"permute: expected a permutation of {a.ndim} axes, got {axes}")
+    return Permute.apply(a, axes=tuple(axis % a.ndim for axis in axes))
+
+
+def transpose(a, *axes):
+    """``transpose()`` reverses all axes; ``transpose(i, j)`` swaps two (PyTorch's meaning)."""
+    axes = _shape_from_args(axes)
+    if not axes:
+        return permute(a, *reversed(range(a.ndim)))
+    if len(axes) == 2:
+        order = list(range(a.ndim))
+        i, j = axes[0] % a.ndim, axes[1] % a.ndim
+        order[i], order[j] = order[j], order[i]
+        return permute(a, *order)
+    return permute(a, *axes)
+
+
+def flatten(a, start_dim=0, end_dim=-1):
+    """Merge axes ``start_dim..end_dim`` into one (``nn.Flatten`` uses start_dim=1)."""
+    if a.ndim == 0:
+        return reshape(a, 1)
+    start, end = start_dim % a.ndim, end_dim % a.ndim
+    merged = 1
+    for size in a.shape[start:end + 1]:
+        merged *= size
+    return reshape(a, *a.shape[:start], merged, *a.shape[end + 1:])
+
+
+def getitem(a, index):
+    """Basic slicing and integer-array indexing; tensors used as indices are unwrapped."""
+    from ..tensor import Tensor
+    if isinstance(index, Tensor):
+        index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+    elif isinstance(index, list):
+        index = backend.xp_of(a.data).asarray(index)
+    return GetItem.apply(a, index=index)
+
+
+def concatenate(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("concatenate: expected at least one tensor, got none")
+    return Concatenate.apply(*tensors, axis=axis)
+
+
+cat = concatenate
+
+
+def stack(tensors, axis=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("stack: expected at least one tensor, got none")
+    shapes = {t.shape for t in tensors}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: expected tensors of one shape, got shapes {sorted(shapes)}")
+    return Stack.apply(*tensors, axis=axis)
+
+
+def pad(a, pad_width, value=0.0):
+    """Constant padding; ``pad_width`` is NumPy's: one (before, after) pair per axis."""
+    pad_width = tuple((int(before), int(after)) for before, after in pad_width)
+    if len(pad_width) != a.ndim or any(before < 0 or after < 0 for before, after in pad_width):
+        raise ValueError(f"pad_width: expected {a.ndim} non-negative (before, after) pairs, got {pad_width}")
+    return Pad.apply(a, pad_width=pad_width, value=value)

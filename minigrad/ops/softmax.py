@@ -1,0 +1,53 @@
+"""softmax and log_softmax along one axis, computed stably (shifted by the max)."""
+from __future__ import annotations
+
+from .. import backend
+from ..autograd import Function
+
+
+def log_softmax_array(x, axis):
+    """log softmax(x) = x - max - log(sum(exp(x - max))); the shift keeps exp from overflowing."""
+    xp = backend.xp_of(x)
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def forward(self, x, axis):
+        out = log_softmax_array(x, axis)
+        self.save_for_backward(out)
+        self.axis = axis
+        return out
+
+    def backward(self, grad):  # d(log_softmax)/dx: g - softmax(x) * sum(g)
+        (out,) = self.saved
+        xp = backend.xp_of(grad)
+        return grad - xp.exp(out) * grad.sum(axis=self.axis, keepdims=True)
+
+
+class Softmax(Function):
+    def forward(self, x, axis):
+        xp = backend.xp_of(x)
+        exps = xp.exp(x - x.max(axis=axis, keepdims=True))
+        out = exps / exps.sum(axis=axis, keepdims=True)
+        self.save_for_backward(out)
+        self.axis = axis
+        return out
+
+    def backward(self, grad):  # d(softmax)/dx: s * (g - sum(g * s))
+        (out,) = self.saved
+        return out * (grad - (grad * out).sum(axis=self.axis, keepdims=True))
+
+
+def _axis(x, dim):
+    if not -x.ndim <= dim < x.ndim:
+        raise ValueError(f"dim: expected an axis in [{-x.ndim}, {x.ndim - 1}], got {dim}")
+    return dim % x.ndim
+
+
+def log_softmax(x, dim=-1):
+    return LogSoftmax.apply(x, axis=_axis(x, dim))
+
+
+def softmax(x, dim=-1):
+    return Softmax.apply(x, axis=_axis(x, dim))

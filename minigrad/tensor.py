@@ -1,0 +1,388 @@
+"""``Tensor``: an array (NumPy or CuPy) plus what autograd needs to send gradients back.
+
+The arithmetic lives in ``minigrad/ops``; this class only gives it PyTorch's names
+(``x + y``, ``x @ w``, ``x.sum(axis=1)``) and holds ``.grad``.
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import autograd, backend
+from .backend import np
+
+
+def _default_dtype_for(value):
+    """PyTorch's rule for Python data: floats -> float32, ints -> int64, bools -> bool."""
+    if isinstance(value, bool):
+        return np.dtype(bool)
+    if isinstance(value, numbers.Integral):
+        return backend.int64
+    return backend.float32
+
+
+def _host_array(data, dtype):
+    """Turn Python data (scalars, nested lists) into a NumPy array with PyTorch's dtypes."""
+    array = np.asarray(data)
+    if dtype is not None:
+        return array.astype(dtype, copy=False)
+    if array.dtype == np.float64 and not isinstance(data, np.ndarray) and not isinstance(data, np.generic):
+        return array.astype(backend.float32)  # Python floats default to float32, as in PyTorch
+    if array.dtype.kind in "iu" and not isinstance(data, (np.ndarray, np.generic)):
+        return array.astype(backend.int64)
+    return array
+
+
+def check_same_device(op_name, tensors):
+    """Raise if an op's inputs live on different devices: nothing is copied implicitly."""
+    if len(tensors) < 2:
+        return
+    first = tensors[0].device
+    for other in tensors[1:]:
+        if other.device != first:
+            raise RuntimeError(f"{op_name}: inputs are on different devices, {first} and {other.device}; "
+                               f"move one with .to({first!r}) or .to({other.device!r})")
+
+
+class Tensor:
+    """A multi-dimensional array that can remember how it was computed.
+
+    ``requires_grad=True`` marks a leaf whose gradient should be kept in ``.grad``.
+    ``_fn`` is the ``Function`` that produced this tensor (None for leaves and for tensors
+    computed without a graph).
+    """
+
+    __array_priority__ = 1000  # make `ndarray + Tensor` call Tensor.__radd__
+    __slots__ = ("data", "requires_grad", "grad", "_fn", "_retains_grad", "__weakref__")
+
+    def __init__(self, data, requires_grad=False, dtype=None, device=None):
+        if isinstance(data, Tensor):
+            data = data.data
+        dtype = backend.parse_dtype(dtype) if dtype is not None else None
+        if backend.is_cupy_array(data):
+            array = data if dtype is None else data.astype(dtype, copy=False)
+            if device is not None:
+                array = backend.to_device(array, backend.parse_device(device))
+        else:
+            array = _host_array(data, dtype)
+            device = backend.parse_device(device)
+            if device != "cpu":
+                array = backend.to_device(array, device)
+        if requires_grad and array.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating-point tensors can require grad, got dtype {array.dtype}")
+        self.data = array
+        self.requires_grad = bool(requires_grad)
+        self.grad = None
+        self._fn = None
+        self._retains_grad = False
+
+    @classmethod
+    def _wrap(cls, array, requires_grad=False):
+        """Fast path for ops: wrap an array that already has the right dtype and device."""
+        tensor = cls.__new__(cls)
+        tensor.data = array
+        tensor.requires_grad = requires_grad
+        tensor.grad = None
+        tensor._fn = None
+        tensor._retains_grad = False
+        return tensor
+
+    # ------------------------------------------------------------------ description
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self):
+        return backend.device_of(self.data)
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    def numel(self):
+        return self.data.size
+
+    @property
+    def is_leaf(self):
+        return self._fn is None
+
+    def dim(self):
+        return self.data.ndim
+
+    def __len__(self):
+        return len(self.data)
+
+    def __repr__(self):
+        extra = f", device='{self.device}'" if self.device != "cpu" else ""
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        return f"tensor({backend.to_host(self.data)!r}{extra}{grad})"
+
+    # ------------------------------------------------------------------ autograd
+    def backward(self, grad=None, retain_graph=False):
+        autograd.backward(self, grad, retain_graph=retain_graph)
+
+    def _accumulate_grad(self, grad):
+        """``.grad += grad``: gradients of several backward calls add up."""
+        if grad.dtype != self.dtype:
+            grad = grad.astype(self.dtype)
+        if self.grad is None:
+            # Copy: the same array may also be another tensor's gradient; in-place += later
+            # must not change both.
+            self.grad = Tensor._wrap(grad.copy())
+        else:
+            self.grad.data += grad
+
+    def retain_grad(self):
+        """Keep ``.grad`` for this non-leaf tensor too (leaves always keep theirs)."""
+        self._retains_grad = True
+        return self
+
+    def detach(self):
+        """The same array with no history: gradients stop here."""
+        return Tensor._wrap(self.data)
+
+    def requires_grad_(self, requires_grad=True):
+        if requires_grad and self.dtype.kind != "f":
+            raise TypeError(f"requires_grad: only floating-point tensors can require grad, got dtype {self.dtype}")
+        self.requires_grad = requires_grad
+        return self
+
+    # ------------------------------------------------------------------ conversion
+    def numpy(self):
+        """A NumPy array: a host copy for a CUDA tensor, the array itself on the CPU."""
+        return backend.to_host(self.data)
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item: only a one-element tensor converts to a Python number, got shape {self.shape}")
+        return self.data.reshape(()).item()
+
+    def tolist(self):
+        return self.numpy().tolist()
+
+    def to(self, target=None, dtype=None, device=None):
+        """``t.to("cuda")``, ``t.to("float64")``, ``t.to(device=..., dtype=...)``.
+
+        A dtype change of a tensor that requires grad is recorded in the graph (a cast's
+        gradient is cast back). A device change returns a copy with no history.
+        """
+        if target is not None:
+            if backend.is_dtype_like(target):
+                dtype = target
+            else:
+                device = target
+        out = self
+        if dtype is not None:
+            dtype = backend.parse_dtype(dtype)
+            if dtype != self.dtype:
+                from .ops.elementwise import cast
+                out = cast(out, dtype)
+        if device is not None:
+            device = backend.parse_device(device)
+            if device != out.device:
+                out = Tensor._wrap(backend.to_device(out.data, device), requires_grad=out.requires_grad and out.is_leaf)
+        return out
+
+    def cpu(self):
+        return self.to("cpu")
+
+    def cuda(self, index=0):
+        return self.to(f"cuda:{index}")
+
+    def float(self):
+        return self.to(backend.float32)
+
+    def double(self):
+        return self.to(backend.float64)
+
+    def astype(self, dtype):
+        return self.to(dtype=dtype)
+
+    # ------------------------------------------------------------------ operators
+    def _operand(self, other):
+        """Turn the other side of a binary op into a Tensor without promoting our dtype.
+
+        A Python scalar takes this tensor's dtype (so ``x32 * 0.5`` stays float32); anything
+        else must already be a tensor or array on this tensor's device.
+        """
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, numbers.Number):
+            xp = backend.xp_of(self.data)
+            dtype = self.dtype
+            if dtype.kind != "f" and isinstance(other, float):
+                dtype = backend.float32
+            return Tensor._wrap(xp.asarray(other, dtype=dtype))
+        if backend.is_cupy_array(other):
+            return Tensor._wrap(other)
+        return Tensor(other)
+
+    def __add__(self, other):
+        return elementwise.add(self, self._operand(other))
+
+    def __radd__(self, other):
+        return elementwise.add(self._operand(other), self)
+
+    def __sub__(self, other):
+        return elementwise.sub(self, self._operand(other))
+
+    def __rsub__(self, other):
+        return elementwise.sub(self._operand(other), self)
+
+    def __mul__(self, other):
+        return elementwise.mul(self, self._operand(other))
+
+    def __rmul__(self, other):
+        return elementwise.mul(self._operand(other), self)
+
+    def __truediv__(self, other):
+        return elementwise.div(self, self._operand(other))
+
+    def __rtruediv__(self, other):
+        return elementwise.div(self._operand(other), self)
+
+    def __neg__(self):
+        return elementwise.neg(self)
+
+    def __pow__(self, exponent):
+        return elementwise.pow(self, exponent)
+
+    def __rpow__(self, base):
+        return elementwise.pow(self._operand(base), self)
+
+    def __matmul__(self, other):
+        return linalg.matmul(self, self._operand(other))
+
+    def __rmatmul__(self, other):
+        return linalg.matmul(self._operand(other), self)
+
+    def __getitem__(self, index):
+        return shape.getitem(self, index)
+
+    # Comparisons give boolean tensors without a graph (they have no gradient).
+    def _compare(self, other, op):
+        other = self._operand(other)
+        check_same_device("comparison", (self, other))
+        return Tensor._wrap(op(self.data, other.data))
+
+    def __eq__(self, other):
+        return self._compare(other, lambda a, b: a == b)
+
+    def __ne__(self, other):
+        return self._compare(other, lambda a, b: a != b)
+
+    def __lt__(self, other):
+        return self._compare(other, lambda a, b: a < b)
+
+    def __le__(self, other):
+        return self._compare(other, lambda a, b: a <= b)
+
+    def __gt__(self, other):
+        return self._compare(other, lambda a, b: a > b)
+
+    def __ge__(self, other):
+        return self._compare(other, lambda a, b: a >= b)
+
+    __hash__ = object.__hash__  # tensors are used as dict keys by identity, like PyTorch's
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise ValueError(f"bool: a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
+        return bool(self.data)
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    # ------------------------------------------------------------------ methods
+    def exp(self):
+        return elementwise.exp(self)
+
+    def log(self):
+        return elementwise.log(self)
+
+    def sqrt(self):
+        return elementwise.sqrt(self)
+
+    def tanh(self):
+        return elementwise.tanh(self)
+
+    def sigmoid(self):
+        return elementwise.sigmoid(self)
+
+    def relu(self):
+        return elementwise.relu(self)
+
+    def clip(self, min=None, max=None):
+        return elementwise.clip(self, min, max)
+
+    clamp = clip
+
+    def abs(self):
+        return elementwise.abs(self)
+
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.sum(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.mean(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.max(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None):
+        axis = dim if dim is not None else axis
+        return Tensor._wrap(self.data.argmax(axis=axis, keepdims=keepdims))
+
+    def any(self):
+        return bool(self.data.any())
+
+    def all(self):
+        return bool(self.data.all())
+
+    def reshape(self, *new_shape):
+        return shape.reshape(self, *new_shape)
+
+    view = reshape
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        return shape.flatten(self, start_dim, end_dim)
+
+    def transpose(self, *axes):
+        return shape.transpose(self, *axes)
+
+    def permute(self, *axes):
+        return shape.permute(self, *axes)
+
+    @property
+    def T(self):
+        return shape.permute(self, *reversed(range(self.ndim)))
+
+    def softmax(self, dim=-1):
+        return softmax_ops.softmax(self, dim)
+
+    def log_softmax(self, dim=-1):
+        return softmax_ops.log_softmax(self, dim)
+
+
+def tensor(data, requires_grad=False, dtype=None, device=None):
+    """Make a tensor from Python data or an array (always a new leaf, like ``torch.tensor``)."""
+    if isinstance(data, Tensor):
+        data = data.data
+    if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
+        data = data.copy()  # a new tensor never shares memory with the caller's array
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
+
+
+from .ops import elementwise, linalg, reduce, shape  # noqa: E402  (ops need Tensor defined first)
+from .ops import softmax as softmax_ops  # noqa: E402
