@@ -11,3 +11,17 @@ settings.register_profile("dev", max_examples=25, deadline=None,
 settings.register_profile("thorough", max_examples=300, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+import pytest  # noqa: E402
+
+import minigrad as mg  # noqa: E402
+
+CUDA_SKIP_REASON = "CUDA backend not available here (CuPy not installed or no GPU visible)"
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request):
+    """Every test that takes ``device`` runs on the CPU and, where a GPU and CuPy exist, on CUDA."""
+    if request.param == "cuda" and not mg.cuda.is_available():
+        pytest.skip(CUDA_SKIP_REASON)
+    return request.param
