@@ -171,8 +171,8 @@ class Tensor:
     def to(self, target=None, dtype=None, device=None):
         """``t.to("cuda")``, ``t.to("float64")``, ``t.to(device=..., dtype=...)``.
 
-        A dtype change of a tensor that requires grad is recorded in the graph (a cast's
-        gradient is cast back). A device change returns a copy with no history.
+        Both are recorded in the graph like any op: a cast's gradient is cast back, a copy's
+        gradient is copied back to the source device. The only way to move data between devices.
         """
         if target is not None:
             if backend.is_dtype_like(target):
@@ -188,7 +188,8 @@ class Tensor:
         if device is not None:
             device = backend.parse_device(device)
             if device != out.device:
-                out = Tensor._wrap(backend.to_device(out.data, device), requires_grad=out.requires_grad and out.is_leaf)
+                from .ops.elementwise import move_to_device
+                out = move_to_device(out, device)
         return out
 
     def cpu(self):

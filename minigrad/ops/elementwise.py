@@ -202,6 +202,15 @@ class Cast(Function):
         return grad.astype(self.source_dtype)
 
 
+class ToDevice(Function):
+    def forward(self, a, device):
+        self.source_device = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    def backward(self, grad):  # a copy is the identity on values: copy the gradient back
+        return backend.to_device(grad, self.source_device)
+
+
 def add(a, b):
     return Add.apply(a, b)
 
@@ -279,3 +288,8 @@ def clip(a, low=None, high=None):
 
 def cast(a, dtype):
     return Cast.apply(a, dtype=dtype)
+
+
+def move_to_device(a, device):
+    """Explicit copy to ``device`` (the only op whose output lives on another device)."""
+    return ToDevice.apply(a, device=device)
