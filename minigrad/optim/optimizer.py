@@ -1,0 +1,150 @@
+"""``Optimizer``: the bookkeeping every optimizer shares.
+
+An optimizer holds *parameter groups* (lists of parameters that share hyper-parameters, e.g. a
+smaller ``lr`` for a pretrained backbone) and a *state* per parameter (momentum buffer, Adam's
+moments). Subclasses write only the update rule, in ``update(parameter, grad, state, group)``;
+this class loops over groups, skips parameters without a gradient, runs the update under
+``no_grad``, and saves/restores everything as plain host NumPy arrays.
+"""
+from __future__ import annotations
+
+import copy
+import numbers
+
+from .. import backend
+from ..autograd import no_grad
+from ..backend import np
+from ..tensor import Tensor
+
+
+class Optimizer:
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.param_groups = []
+        self.state = {}  # id(parameter) -> {"name": host-or-device array or number}
+        groups = list(params) if not isinstance(params, Tensor) else None
+        if groups is None:
+            raise TypeError(f"params: expected an iterable of Parameters or of dicts, got a single "
+                            f"{type(params).__name__}; wrap it in a list")
+        if not groups:
+            raise ValueError("params: expected at least one parameter, got an empty list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    # ------------------------------------------------------------------ groups
+    def add_param_group(self, group):
+        """Add a dict ``{"params": [...], "lr": ...}``; missing hyper-parameters take the defaults."""
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"param group: expected a dict with a 'params' key, got {group!r}")
+        params = group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        for index, parameter in enumerate(params):
+            if not isinstance(parameter, Tensor) or not parameter.requires_grad:
+                raise TypeError(f"params[{index}]: expected a Tensor with requires_grad=True "
+                                f"(a Parameter), got {type(parameter).__name__}")
+        seen = {id(p) for existing in self.param_groups for p in existing["params"]}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
+            raise ValueError("params: a parameter appears more than once; each may be in one group only")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise TypeError(f"param group: unknown hyper-parameters {sorted(unknown)}; "
+                            f"expected some of {sorted(self.defaults)}")
+        full_group = {**self.defaults, **group, "params": params}
+        self.check_hyperparameters(full_group)
+        self.param_groups.append(full_group)
+
+    def check_hyperparameters(self, group):
+        """Raise ValueError naming the argument when a value is out of range (subclasses extend)."""
+        check_non_negative("lr", group["lr"])
+
+    # ------------------------------------------------------------------ the update
+    def zero_grad(self):
+        """Forget every gradient (``.grad = None``, PyTorch's default ``set_to_none=True``)."""
+        for group in self.param_groups:
+            for parameter in group["params"]:
+                parameter.grad = None
+
+    def step(self):
+        """Apply one update to every parameter that has a gradient, in place on ``p.data``."""
+        with no_grad():
+            for group in self.param_groups:
+                for parameter in group["params"]:
+                    if parameter.grad is None:
+                        continue
+                    state = self.state.setdefault(id(parameter), {})
+                    self.update(parameter.data, parameter.grad.data, state, group)
+
+    def update(self, param, grad, state, group):
+        """Change the array ``param`` in place, given its gradient array and its state dict."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ saving and resuming
+    def _all_params(self):
+        return [parameter for group in self.param_groups for parameter in group["params"]]
+
+    def state_dict(self):
+        """``{"state": {index: {...}}, "param_groups": [{..., "params": [index, ...]}]}``.
+
+        Parameters are named by their position across the groups (as in PyTorch); arrays are
+        host NumPy copies, so the dict pickles and loads on any device.
+        """
+        indices = {id(p): index for index, p in enumerate(self._all_params())}
+        state = {indices[key]: {name: _to_host_value(value) for name, value in entry.items()}
+                 for key, entry in self.state.items() if key in indices}
+        groups = [{**{k: v for k, v in group.items() if k != "params"},
+                   "params": [indices[id(p)] for p in group["params"]]} for group in self.param_groups]
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore hyper-parameters and state exactly; everything is checked before anything changes."""
+        params = self._all_params()
+        new_groups, new_state = self._checked_state(state_dict, params)
+        for group, saved in zip(self.param_groups, new_groups):
+            group.update(saved)
+        self.state = new_state
+
+    def _checked_state(self, state_dict, params):
+        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+            raise ValueError(f"state_dict: expected a dict with keys 'state' and 'param_groups', "
+                             f"got {type(state_dict).__name__} with keys {sorted(getattr(state_dict, 'keys', list)())}")
+        saved_groups = state_dict["param_groups"]
+        own_sizes = [len(g["params"]) for g in self.param_groups]
+        saved_sizes = [len(g["params"]) for g in saved_groups]
+        if own_sizes != saved_sizes:
+            raise ValueError(f"state_dict: param_groups sizes: expected {own_sizes}, got {saved_sizes}")
+        new_groups = []
+        for saved in saved_groups:
+            hyper = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+            self.check_hyperparameters({**self.defaults, **hyper})
+            new_groups.append(hyper)
+        new_state = {}
+        for index, entry in state_dict["state"].items():
+            if not isinstance(index, numbers.Integral) or not 0 <= index < len(params):
+                raise ValueError(f"state_dict: state key: expected a parameter index in [0, {len(params) - 1}], "
+                                 f"got {index!r}")
+            new_state[id(params[index])] = {name: _to_param_value(value, params[index], f"state[{index}][{name!r}]")
+                                            for name, value in entry.items()}
+        return new_groups, new_state
+
+
+def _to_host_value(value):
+    """Arrays become host NumPy copies (picklable, device-independent); numbers stay numbers."""
+    if backend.is_cupy_array(value) or isinstance(value, np.ndarray):
+        return backend.to_host(value).copy()
+    return value
+
+
+def _to_param_value(value, parameter, where):
+    """A saved array back on the parameter's device and dtype, shape checked; numbers unchanged."""
+    if not hasattr(value, "shape"):
+        return value
+    if tuple(value.shape) != parameter.shape:
+        raise ValueError(f"state_dict: {where}: expected shape {parameter.shape}, got {tuple(value.shape)}")
+    return backend.to_device(np.array(backend.to_host(value), dtype=parameter.dtype), parameter.device)
+
+
+def check_non_negative(name, value):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"{name}: expected a number >= 0, got {value!r}")

@@ -1,0 +1,217 @@
+"""Training: how a batch becomes micro-batches, and the loop around it.
+
+Read top to bottom: ``accumulate`` (one batch, any number of micro-batches, one gradient),
+then ``train_one_epoch`` (one optimizer step per batch), ``evaluate`` and ``fit``.
+
+Why not ``loss / accumulation_steps``?  The loss of a batch is a *mean over its counted
+targets*. Take a batch of 3 samples with per-sample losses 1, 2 and 6, split into micro-batches
+of 2 and 1:
+
+    whole batch:            (1 + 2 + 6) / 3            = 3
+    naive recipe:  (mean(1, 2) + mean(6)) / 2 = (1.5 + 6) / 2 = 3.75   (sample 3 weighs 1/2, not 1/3)
+    here:          (1 + 2) / 3 + 6 / 3                 = 3
+
+The same goes wrong with equal sizes as soon as targets are masked: with targets
+[a, ignored | b, c] the first micro-batch's mean is over 1 target and the second's over 2,
+while the batch's mean is over 3. So the normaliser (counted targets in the *whole* batch,
+ignore_index excluded, class weights summed) is fixed first, and every micro-batch adds
+``sum of its losses / normaliser`` into ``.grad``. The gradients then add up to the batch's.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import time
+
+from . import backend, nn, random
+from .autograd import no_grad
+from .backend import np
+from .nn import functional as F
+from .tensor import Tensor
+
+
+class TrainingDiverged(FloatingPointError):
+    """The loss became NaN or infinite; the message names the epoch and the step."""
+
+
+# ----------------------------------------------------------------------------- one batch
+def loss_normalizer(criterion, targets):
+    """The number a criterion's 'mean' divides the summed loss by, for the WHOLE batch."""
+    check_supported(criterion)
+    if criterion.reduction == "sum":
+        return 1.0
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        return F.cross_entropy_normalizer(targets, criterion.weight, criterion.ignore_index)
+    return float(targets.size)  # MSELoss: the mean runs over every element
+
+
+def summed_loss(criterion, outputs, targets):
+    """The criterion's loss with reduction="sum": micro-batch sums add up to the batch's sum."""
+    if isinstance(criterion, nn.CrossEntropyLoss):
+        return F.cross_entropy(outputs, targets, criterion.weight, criterion.ignore_index, "sum",
+                               criterion.label_smoothing)
+    return F.mse_loss(outputs, targets, "sum")
+
+
+def check_supported(criterion):
+    if not isinstance(criterion, (nn.CrossEntropyLoss, nn.MSELoss)):
+        raise TypeError(f"criterion: accumulate knows the normaliser of nn.CrossEntropyLoss and nn.MSELoss, "
+                        f"got {type(criterion).__name__}")
+    if criterion.reduction not in ("mean", "sum"):
+        raise ValueError(f"criterion.reduction: expected 'mean' or 'sum' (a scalar loss), "
+                         f"got {criterion.reduction!r}")
+
+
+def micro_batch_slices(batch_size, micro_batch_size):
+    """``slice``s cutting ``batch_size`` samples into micro-batches.
+
+    ``micro_batch_size`` is an int (the last micro-batch may be smaller; >= batch_size means one
+    micro-batch), None (the whole batch), or a list of sizes summing to ``batch_size`` — an
+    explicit, possibly uneven partition such as [3, 1, 4].
+    """
+    if micro_batch_size is None:
+        sizes = [batch_size]
+    elif isinstance(micro_batch_size, numbers.Integral) and not isinstance(micro_batch_size, bool):
+        if micro_batch_size <= 0:
+            raise ValueError(f"micro_batch_size: expected a positive int, got {micro_batch_size!r}")
+        full, rest = divmod(batch_size, int(micro_batch_size))
+        sizes = [int(micro_batch_size)] * full + ([rest] if rest else [])
+    else:
+        sizes = list(micro_batch_size) if isinstance(micro_batch_size, (list, tuple)) else None
+        if sizes is None or not all(isinstance(s, numbers.Integral) and s > 0 for s in sizes) \
+                or sum(sizes) != batch_size:
+            raise ValueError(f"micro_batch_size: expected a positive int or a list of positive ints "
+                             f"summing to the batch size {batch_size}, got {micro_batch_size!r}")
+    starts = np.cumsum([0] + sizes[:-1])
+    return [slice(int(start), int(start) + int(size)) for start, size in zip(starts, sizes)]
+
+
+def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micro_batch=None):
+    """Forward and backward micro-batch by micro-batch; afterwards every parameter's ``.grad``
+    holds exactly what ``criterion(model(inputs), targets).backward()`` would add for the whole
+    batch. Returns the whole batch's loss as a float. The optimizer step stays the caller's.
+
+    ``micro_batch_size``: see ``micro_batch_slices`` (an int, None, or a list of sizes).
+    ``on_micro_batch(outputs, targets)``: optional, sees each micro-batch's detached outputs
+    (the training loop counts correct predictions with it).
+    Dropout masks are keyed per sample (``random.per_sample_masks``), so they too are the same
+    however the batch is split. Layers that mix samples (batch norm) would break the equality.
+    """
+    inputs, targets = _as_tensor(inputs, "inputs"), _as_tensor(targets, "targets")
+    if inputs.shape[:1] != targets.shape[:1]:
+        raise ValueError(f"targets: expected {inputs.shape[0]} samples like inputs {inputs.shape}, "
+                         f"got shape {targets.shape}")
+    normalizer = loss_normalizer(criterion, targets)  # fixed for the whole batch, before any micro-batch
+    total_loss = 0.0
+    with random.per_sample_masks():
+        for part in micro_batch_slices(inputs.shape[0], micro_batch_size):
+            with random.sample_offset(part.start):
+                outputs = model(inputs[part])
+            loss = summed_loss(criterion, outputs, targets[part]) / normalizer
+            loss.backward()  # adds this micro-batch's share into .grad
+            total_loss += loss.item()
+            if on_micro_batch is not None:
+                on_micro_batch(outputs.detach(), targets[part])
+    return total_loss
+
+
+def _as_tensor(value, name):
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray):
+        return Tensor(value)
+    raise TypeError(f"{name}: expected a Tensor or a NumPy array, got {type(value).__name__}")
+
+
+# ----------------------------------------------------------------------------- the loop
+def train_one_epoch(model, criterion, optimizer, loader, micro_batch_size=None, epoch=0, on_step=None):
+    """One pass over ``loader``: per batch, zero_grad, accumulate, check the loss, one step.
+
+    Returns dict(loss = mean loss per sample, accuracy (classification; else None),
+    images_per_second, steps). ``on_step(step, loss, batch_size)`` is called after each step.
+    """
+    model.train()
+    counter = AccuracyCounter(criterion)
+    loss_sum, samples, steps = 0.0, 0, 0
+    started = time.perf_counter()
+    for step, (inputs, targets) in enumerate(loader):
+        optimizer.zero_grad()
+        loss = accumulate(model, criterion, inputs, targets, micro_batch_size, on_micro_batch=counter.add)
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step} (0-based): the loss is "
+                                   f"{loss}; lower the learning rate or check the data")
+        optimizer.step()  # once per batch, however many micro-batches made its gradient
+        loss_sum, samples, steps = loss_sum + loss * len(inputs), samples + len(inputs), steps + 1
+        if on_step is not None:
+            on_step(step, loss, len(inputs))
+    elapsed = time.perf_counter() - started
+    return dict(loss=loss_sum / max(samples, 1), accuracy=counter.accuracy(), steps=steps,
+                images_per_second=samples / elapsed if elapsed > 0 else float("inf"))
+
+
+def evaluate(model, criterion, loader, num_classes=None):
+    """Loss (as the criterion would give on the whole data set), accuracy, and per-class accuracy
+    (a list, NaN for a class with no samples; both None for regression), in eval mode, no_grad."""
+    was_training = model.training
+    model.eval()
+    counter = AccuracyCounter(criterion, num_classes)
+    loss_sum, normalizer = 0.0, 0.0
+    with no_grad():
+        for inputs, targets in loader:
+            outputs = model(inputs)
+            loss_sum += summed_loss(criterion, outputs, targets).item()
+            normalizer += loss_normalizer(criterion, targets)
+            counter.add(outputs, targets)
+    model.train(was_training)
+    if criterion.reduction == "mean":
+        loss_sum = loss_sum / normalizer if normalizer else float("nan")  # nothing counted: NaN, as PyTorch
+    return dict(loss=loss_sum, accuracy=counter.accuracy(), per_class_accuracy=counter.per_class_accuracy())
+
+
+def fit(model, criterion, optimizer, train_loader, epochs, micro_batch_size=None, test_loader=None,
+        on_step=None, on_epoch_end=None):
+    """Train for ``epochs`` epochs; returns one dict per epoch:
+    {"epoch", "train": train_one_epoch's dict, "test": evaluate's dict or None}.
+    ``on_epoch_end(record)`` (optional) runs after each epoch, e.g. to save a checkpoint."""
+    history = []
+    for epoch in range(epochs):
+        train_stats = train_one_epoch(model, criterion, optimizer, train_loader, micro_batch_size,
+                                      epoch=epoch, on_step=on_step)
+        test_stats = evaluate(model, criterion, test_loader) if test_loader is not None else None
+        record = {"epoch": epoch, "train": train_stats, "test": test_stats}
+        history.append(record)
+        if on_epoch_end is not None:
+            on_epoch_end(record)
+    return history
+
+
+class AccuracyCounter:
+    """Counts correct arg-max predictions per class (classification only; ignore_index skipped)."""
+
+    def __init__(self, criterion, num_classes=None):
+        self.is_classification = isinstance(criterion, nn.CrossEntropyLoss)
+        self.ignore_index = getattr(criterion, "ignore_index", None)
+        self.num_classes = num_classes
+        self.correct = self.total = None
+
+    def add(self, outputs, targets):
+        if not self.is_classification:
+            return
+        if self.correct is None:
+            self.num_classes = self.num_classes or outputs.shape[1]
+            self.correct, self.total = np.zeros(self.num_classes), np.zeros(self.num_classes)
+        predicted, targets = outputs.data.argmax(axis=1), targets.data
+        counted = targets != self.ignore_index
+        hits = predicted[counted] == targets[counted]
+        np.add.at(self.total, backend.to_host(targets[counted]), 1)
+        np.add.at(self.correct, backend.to_host(targets[counted]), backend.to_host(hits))
+
+    def accuracy(self):
+        if self.total is None or not self.total.sum():
+            return None
+        return float(self.correct.sum() / self.total.sum())
+
+    def per_class_accuracy(self):
+        if self.total is None:
+            return None
+        return [float(c / t) if t else float("nan") for c, t in zip(self.correct, self.total)]
