@@ -1,0 +1,350 @@
+"""Real data sets as NumPy arrays: digits, MNIST / Fashion-MNIST, CIFAR-10.
+
+Every loader returns a ``DatasetSplit``: images float32 in [0, 1], shaped (N, C, H, W),
+labels int64 in [0, num_classes), a fixed train/test split and the class names.
+
+- ``load_digits()``: scikit-learn's 8x8 digits, embedded in the package (no network).
+- ``load_mnist(root, kind)``: the four IDX files, gzipped or not (Debian's
+  ``apt-get install dataset-fashion-mnist`` puts Fashion-MNIST in /usr/share/datasets).
+- ``load_cifar10(root)``: the python batches, from their directory or straight from the tarball.
+
+With ``download=True`` missing files are fetched from the official addresses: into a temporary
+file beside the target, checked against the published checksum, then renamed into place, so an
+interrupted or corrupt download never leaves a file that looks complete. A file that is on disk
+but broken (wrong magic number, truncated, wrong size) raises ``ValueError`` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import http.client
+import io
+import os
+import pickle
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+
+from ..backend import np
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+DIGIT_CLASSES = tuple(str(digit) for digit in range(10))
+
+MNIST_FILES = {  # split -> (images file, labels file), without the .gz suffix
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# The official addresses and the md5 of each gzipped file as published (torchvision uses the same).
+MNIST_SOURCES = {
+    "fashion": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
+        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
+        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
+        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
+    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", {
+        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
+}
+CIFAR10_SOURCE = ("https://www.cs.toronto.edu/~kriz/", {
+    "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"})
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
+
+# Tests (and mirrors) point downloads elsewhere with these, or with the base_url argument.
+BASE_URL_ENV = {"fashion": "MINIGRAD_FASHION_MNIST_URL", "mnist": "MINIGRAD_MNIST_URL",
+                "cifar10": "MINIGRAD_CIFAR10_URL"}
+SYSTEM_DATA_DIRS = {"fashion": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
+
+
+@dataclasses.dataclass
+class DatasetSplit:
+    """Train and test arrays of one data set; images (N, C, H, W) float32, labels (N,) int64."""
+
+    name: str
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    class_names: tuple
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+    @property
+    def image_shape(self):
+        return tuple(self.train_images.shape[1:])  # (C, H, W)
+
+    def limited(self, train=None, test=None):
+        """The first ``train`` / ``test`` samples only (tiny smoke runs); None keeps all."""
+        return dataclasses.replace(self, train_images=self.train_images[:train],
+                                   train_labels=self.train_labels[:train],
+                                   test_images=self.test_images[:test], test_labels=self.test_labels[:test])
+
+
+class DownloadError(OSError):
+    """A download failed or did not match its checksum; nothing was left on disk."""
+
+
+# ----------------------------------------------------------------------------- digits
+def load_digits(test_size=360, seed=0):
+    """scikit-learn's 1797 8x8 digits, split once with a seeded permutation (1437 / 360)."""
+    try:
+        from sklearn.datasets import load_digits as sklearn_load_digits
+    except ImportError as error:
+        raise RuntimeError("load_digits needs scikit-learn: `pip install scikit-learn`") from error
+    if not isinstance(test_size, int) or not 0 < test_size < 1797:
+        raise ValueError(f"test_size: expected an int in (0, 1797), got {test_size!r}")
+    bunch = sklearn_load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)[:, None]  # pixels are 0..16 -> (N, 1, 8, 8)
+    labels = bunch.target.astype(np.int64)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    test, train = order[:test_size], order[test_size:]
+    return DatasetSplit("digits", images[train], labels[train], images[test], labels[test], DIGIT_CLASSES)
+
+
+# ----------------------------------------------------------------------------- IDX (MNIST family)
+IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 0x00000803, 0x00000801  # unsigned bytes, 3 or 1 dimensions
+
+
+def read_idx(path, expected_magic):
+    """Read an IDX file (gzipped when its name ends in .gz) into a uint8 array, checking it."""
+    raw = _read_maybe_gzipped(path)
+    if len(raw) < 4:
+        raise ValueError(f"{path}: truncated IDX file: {len(raw)} bytes, not even a header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected_magic:
+        raise ValueError(f"{path}: bad IDX magic number: expected {expected_magic:#010x}, got {magic:#010x}")
+    ndim = magic & 0xFF
+    header_size = 4 + 4 * ndim
+    if len(raw) < header_size:
+        raise ValueError(f"{path}: truncated IDX header: expected {header_size} bytes, got {len(raw)}")
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    expected_size = header_size + int(np.prod(shape))
+    if len(raw) != expected_size:
+        raise ValueError(f"{path}: IDX size mismatch: header says shape {shape}, i.e. {expected_size} "
+                         f"bytes, but the file has {len(raw)} (truncated or corrupt)")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _read_maybe_gzipped(path):
+    if not str(path).endswith(".gz"):
+        with open(path, "rb") as file:
+            return file.read()
+    try:
+        with gzip.open(path, "rb") as file:
+            return file.read()
+    except (EOFError, OSError, gzip.BadGzipFile) as error:  # truncated stream, bad CRC, not gzip
+        raise ValueError(f"{path}: corrupt or truncated gzip file ({error})") from error
+
+
+def load_mnist(root=None, kind="fashion", download=False, base_url=None, checksums=None):
+    """MNIST (``kind="mnist"``) or Fashion-MNIST (``kind="fashion"``) from the IDX files in ``root``.
+
+    Each file may be plain or gzipped. ``download=True`` fetches missing files (gzipped) from
+    ``base_url`` (default: the official address, or the environment variable in BASE_URL_ENV),
+    verified against ``checksums`` ({file name: md5 or sha256 hex}, default: the published md5).
+    """
+    if kind not in MNIST_SOURCES:
+        raise ValueError(f"kind: expected one of {sorted(MNIST_SOURCES)}, got {kind!r}")
+    root = str(root) if root is not None else default_data_dir(kind)
+    arrays = {}
+    for split, (images_name, labels_name) in MNIST_FILES.items():
+        images_path = _find_or_download(root, images_name, kind, download, base_url, checksums)
+        labels_path = _find_or_download(root, labels_name, kind, download, base_url, checksums)
+        images = read_idx(images_path, IDX_IMAGES_MAGIC)
+        labels = read_idx(labels_path, IDX_LABELS_MAGIC).astype(np.int64)
+        if len(images) != len(labels):
+            raise ValueError(f"{labels_path}: expected one label per image of {images_path} "
+                             f"({len(images)}), got {len(labels)}")
+        _check_label_range(labels, 10, labels_path)
+        arrays[split] = ((images.astype(np.float32) / 255.0)[:, None], labels)  # (N, 1, 28, 28)
+    names = FASHION_MNIST_CLASSES if kind == "fashion" else DIGIT_CLASSES
+    return DatasetSplit("fashion-mnist" if kind == "fashion" else "mnist",
+                        *arrays["train"], *arrays["test"], names)
+
+
+def _find_or_download(root, name, kind, download, base_url, checksums):
+    """The path of ``name`` or ``name.gz`` in ``root``; downloaded (gzipped) when asked."""
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(root, candidate)
+        if os.path.exists(path):
+            return path
+    if not download:
+        raise FileNotFoundError(f"{kind} data: neither {name} nor {name}.gz is in {root!r}; pass "
+                                f"download=True (--download) or point root (--data-dir) at the IDX files"
+                                + (" (Debian: apt-get install dataset-fashion-mnist)" if kind == "fashion" else ""))
+    return _download_named(root, name + ".gz", kind, base_url, checksums)
+
+
+def _check_label_range(labels, num_classes, path):
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{path}: labels must lie in [0, {num_classes}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+def load_cifar10(root=None, download=False, base_url=None, checksums=None):
+    """CIFAR-10 from ``root``: its ``cifar-10-batches-py`` directory, that directory itself, or
+    the ``cifar-10-python.tar.gz`` tarball (read in place, nothing is extracted).
+
+    The batches are Python pickles, so only files you trust should be read: a downloaded
+    tarball is checked against the published md5 before it is ever opened.
+    """
+    root = str(root) if root is not None else default_data_dir("cifar10")
+    read_member = _cifar10_reader(root, download, base_url, checksums)
+    train = [_read_cifar_batch(read_member, name) for name in CIFAR10_TRAIN_BATCHES]
+    test_images, test_labels = _read_cifar_batch(read_member, "test_batch")
+    train_images = np.concatenate([images for images, _ in train])
+    train_labels = np.concatenate([labels for _, labels in train])
+    return DatasetSplit("cifar10", train_images, train_labels, test_images, test_labels, CIFAR10_CLASSES)
+
+
+def _cifar10_reader(root, download, base_url, checksums):
+    """A function ``name -> (bytes, where)`` reading one batch from a directory or the tarball."""
+    for folder in (os.path.join(root, CIFAR10_FOLDER), root):
+        if os.path.exists(os.path.join(folder, "test_batch")):
+            return lambda name: _read_file_bytes(os.path.join(folder, name))
+    tarball = os.path.join(root, "cifar-10-python.tar.gz")
+    if not os.path.exists(tarball):
+        if not download:
+            raise FileNotFoundError(f"cifar10 data: no {CIFAR10_FOLDER}/ directory and no "
+                                    f"cifar-10-python.tar.gz in {root!r}; pass download=True (--download) "
+                                    f"or point root (--data-dir) at them")
+        tarball = _download_named(root, "cifar-10-python.tar.gz", "cifar10", base_url, checksums)
+    members = _read_tarball(tarball)
+    return lambda name: _tar_member(members, tarball, name)
+
+
+def _read_file_bytes(path):
+    with open(path, "rb") as file:
+        return file.read(), path
+
+
+def _read_tarball(path):
+    """{member name: bytes} of every regular file in a .tar.gz, with a clear error when broken."""
+    try:
+        with tarfile.open(path, "r:gz") as archive:
+            return {member.name: archive.extractfile(member).read() for member in archive if member.isfile()}
+    except (tarfile.TarError, EOFError, OSError) as error:
+        raise ValueError(f"{path}: corrupt or truncated tar.gz archive ({error})") from error
+
+
+def _tar_member(members, tarball, name):
+    member = f"{CIFAR10_FOLDER}/{name}"
+    if member not in members:
+        raise ValueError(f"{tarball}: the archive has no member {member!r}")
+    return members[member], f"{tarball}:{member}"
+
+
+def _read_cifar_batch(read_member, name):
+    """One pickled batch -> images (N, 3, 32, 32) float32 in [0, 1] and labels (N,) int64."""
+    raw, where = read_member(name)
+    try:
+        batch = pickle.load(io.BytesIO(raw), encoding="bytes")
+        data, labels = np.asarray(batch[b"data"]), np.asarray(batch[b"labels"], dtype=np.int64)
+    except Exception as error:  # unpickling errors come in many types; all mean "not a batch"
+        raise ValueError(f"{where}: not a readable CIFAR-10 batch ({type(error).__name__}: {error})") from error
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype != np.uint8:
+        raise ValueError(f"{where}: expected uint8 data of shape (N, 3072), got {data.dtype} {data.shape}")
+    if len(labels) != len(data):
+        raise ValueError(f"{where}: expected one label per image ({len(data)}), got {len(labels)}")
+    _check_label_range(labels, 10, where)
+    # Each row is the red plane, then green, then blue, each 32x32 row-major: (N, 3, 32, 32).
+    return (data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0), labels
+
+
+# ----------------------------------------------------------------------------- downloads
+def default_data_dir(kind):
+    """Where a data set is looked for when no directory is given: the Debian location when it
+    exists, otherwise ~/.cache/minigrad/<kind> (where downloads go)."""
+    system = SYSTEM_DATA_DIRS.get(kind)
+    if system and os.path.isdir(system):
+        return system
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(cache, "minigrad", kind)
+
+
+def _download_named(root, file_name, kind, base_url, checksums):
+    """Download ``file_name`` into ``root`` from, in order of precedence: ``base_url``, the
+    environment variable BASE_URL_ENV[kind], the official address."""
+    official_url, official_checksums = CIFAR10_SOURCE if kind == "cifar10" else MNIST_SOURCES[kind]
+    base_url = base_url or os.environ.get(BASE_URL_ENV[kind]) or official_url
+    checksums = checksums or official_checksums
+    if file_name not in checksums:
+        raise ValueError(f"checksums: expected an entry for {file_name!r}, got keys {sorted(checksums)}")
+    url = base_url.rstrip("/") + "/" + file_name
+    destination = os.path.join(root, file_name)
+    download(url, destination, checksums[file_name])
+    return destination
+
+
+def checksum_algorithm(expected_hex):
+    """md5 for a 32-digit hex digest, sha256 for a 64-digit one."""
+    algorithms = {32: "md5", 64: "sha256"}
+    if not isinstance(expected_hex, str) or len(expected_hex) not in algorithms:
+        raise ValueError(f"checksum: expected a 32-digit md5 or 64-digit sha256 hex string, got {expected_hex!r}")
+    return algorithms[len(expected_hex)]
+
+
+def download(url, destination, expected_checksum, timeout=60, chunk_size=1 << 20):
+    """Fetch ``url`` to ``destination`` atomically: a temporary file in the same directory,
+    hashed while it is written, renamed into place only when the checksum matches.
+    On any failure the temporary file is removed and ``DownloadError`` says why."""
+    algorithm = checksum_algorithm(expected_checksum)
+    directory = os.path.dirname(os.path.abspath(destination))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(destination) + ".",
+                                         suffix=".part")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            actual = _stream_to(url, file, hashlib.new(algorithm), timeout, chunk_size)
+        if actual != expected_checksum.lower():
+            raise DownloadError(f"{url}: checksum mismatch: expected {algorithm} {expected_checksum}, got "
+                                f"{actual}; the download was discarded")
+        os.replace(temporary, destination)  # atomic on one file system: readers see all or nothing
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return destination
+
+
+def _stream_to(url, file, digest, timeout, chunk_size):
+    """Copy the response body into ``file``, updating ``digest``; returns its hex digest."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            announced = response.headers.get("Content-Length")
+            received = 0
+            while chunk := response.read(chunk_size):
+                file.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+    except urllib.error.HTTPError as error:
+        raise DownloadError(f"{url}: download failed: HTTP {error.code} {error.reason}") from error
+    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:  # refused, reset, cut short
+        raise DownloadError(f"{url}: download failed: {getattr(error, 'reason', error)}") from error
+    if announced is not None and received != int(announced):
+        raise DownloadError(f"{url}: download truncated: expected {announced} bytes, got {received}")
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- by name
+DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10")
+
+
+def load_dataset(name, data_dir=None, download=False):
+    """Load one of DATASET_NAMES (the command line's ``--dataset``)."""
+    if name == "digits":
+        return load_digits()
+    if name in ("fashion-mnist", "mnist"):
+        return load_mnist(data_dir, kind="fashion" if name == "fashion-mnist" else "mnist", download=download)
+    if name == "cifar10":
+        return load_cifar10(data_dir, download=download)
+    raise ValueError(f"dataset: expected one of {DATASET_NAMES}, got {name!r}")
