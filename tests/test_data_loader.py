@@ -1,0 +1,172 @@
+"""DataLoader: batch counts, every sample once per epoch, seeded order per epoch, resuming."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minigrad as mg
+import minigrad.nn as nn
+from minigrad import optim, train
+from minigrad.data import DataLoader, Dataset, TensorDataset
+
+
+def indexed_dataset(n):
+    """Inputs whose first column is the sample's index, so a batch says which samples it holds."""
+    inputs = np.stack([np.arange(n), np.ones(n)], axis=1).astype(np.float32)
+    return TensorDataset(inputs, np.arange(n) % 3)
+
+
+def served_indices(loader):
+    """The sample indices of one epoch, in the order the loader serves them."""
+    return [int(i) for inputs, _ in loader for i in inputs.numpy()[:, 0]]
+
+
+@given(n=st.integers(1, 40), batch_size=st.integers(1, 50), drop_last=st.booleans(), shuffle=st.booleans())
+def test_batch_count_and_every_sample_once_per_epoch(n, batch_size, drop_last, shuffle):
+    loader = DataLoader(indexed_dataset(n), batch_size, shuffle=shuffle, drop_last=drop_last, seed=7)
+    expected_batches = n // batch_size if drop_last else math.ceil(n / batch_size)
+    for _ in range(2):
+        batches = list(loader)
+        assert len(loader) == len(batches) == expected_batches
+        sizes = [len(inputs) for inputs, _ in batches]
+        assert all(size == batch_size for size in sizes[:-1])
+        seen = [int(i) for inputs, _ in batches for i in inputs.numpy()[:, 0]]
+        assert len(seen) == len(set(seen)) == (expected_batches * batch_size if drop_last else n)
+        if not drop_last:
+            assert sorted(seen) == list(range(n))
+
+
+def test_shuffled_order_is_the_documented_seeded_permutation_of_each_epoch():
+    loader = DataLoader(indexed_dataset(10), batch_size=3, shuffle=True, seed=42)
+    for epoch in range(3):
+        assert served_indices(loader) == list(np.random.default_rng([42, epoch]).permutation(10))
+
+
+def test_order_is_reproducible_per_seed_and_different_per_epoch_and_per_seed():
+    first = DataLoader(indexed_dataset(20), batch_size=4, shuffle=True, seed=3)
+    second = DataLoader(indexed_dataset(20), batch_size=4, shuffle=True, seed=3)
+    other_seed = DataLoader(indexed_dataset(20), batch_size=4, shuffle=True, seed=4)
+    epochs = [served_indices(first) for _ in range(3)]
+    assert epochs == [served_indices(second) for _ in range(3)]
+    assert epochs[0] != epochs[1] != epochs[2] and epochs[0] != epochs[2]
+    assert served_indices(other_seed) != epochs[0]
+    assert served_indices(DataLoader(indexed_dataset(20), 4)) == list(range(20))  # no shuffle: in order
+
+
+def test_without_a_seed_manual_seed_makes_the_order_reproducible():
+    mg.manual_seed(11)
+    a = served_indices(DataLoader(indexed_dataset(20), 5, shuffle=True))
+    mg.manual_seed(11)
+    b = served_indices(DataLoader(indexed_dataset(20), 5, shuffle=True))
+    assert a == b and a != list(range(20))
+
+
+class RecordingModel(nn.Module):
+    """A linear model that remembers which samples (first input column) it was shown, in order."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(2, 3)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.extend(int(i) for i in x.numpy()[:, 0])
+        return self.linear(x)
+
+
+def test_order_does_not_depend_on_batch_size_or_micro_batch_size():
+    """Same seed and epoch: the same sample sequence whether it is cut into batches of 2 or 7, and
+    the model sees the samples in that order whatever the micro-batch size."""
+    assert served_indices(DataLoader(indexed_dataset(15), 2, shuffle=True, seed=5)) == \
+        served_indices(DataLoader(indexed_dataset(15), 7, shuffle=True, seed=5))
+    sequences = []
+    for micro_batch_size in (None, 1, 3):
+        model = RecordingModel()
+        loader = DataLoader(indexed_dataset(15), 4, shuffle=True, seed=5)
+        train.train_one_epoch(model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1), loader,
+                              micro_batch_size)
+        sequences.append(model.seen)
+    assert sequences[0] == sequences[1] == sequences[2]
+    assert sequences[0] == list(np.random.default_rng([5, 0]).permutation(15))
+
+
+def test_resuming_from_state_dict_continues_with_the_same_order():
+    mg.manual_seed(1)
+    original = DataLoader(indexed_dataset(12), 5, shuffle=True)  # seed drawn from the global generator
+    for _ in range(2):
+        served_indices(original)
+    saved = original.state_dict()
+    assert saved["epoch"] == 2
+    mg.manual_seed(99)  # a new process would not draw the same seed again
+    resumed = DataLoader(indexed_dataset(12), 5, shuffle=True)
+    resumed.load_state_dict(saved)
+    assert [served_indices(resumed) for _ in range(2)] == [served_indices(original) for _ in range(2)]
+    resumed.set_epoch(0)
+    assert served_indices(resumed) == list(np.random.default_rng([original.seed, 0]).permutation(12))
+
+
+def test_batches_are_minigrad_tensors_on_the_device_with_dtypes_kept(device):
+    images = np.random.default_rng(0).normal(size=(5, 2, 3, 3)).astype(np.float32)
+    loader = DataLoader(TensorDataset(images, np.arange(5)), batch_size=2, device=device)
+    inputs, labels = next(iter(loader))
+    assert isinstance(inputs, mg.Tensor) and isinstance(labels, mg.Tensor)
+    assert inputs.device == labels.device == mg.tensor([0.0], device=device).device
+    assert inputs.dtype == np.float32 and labels.dtype == np.int64 and inputs.shape == (2, 2, 3, 3)
+    np.testing.assert_array_equal(inputs.numpy(), images[:2])
+
+
+class ListDataset(Dataset):
+    """A plain Dataset (not a TensorDataset): served through the per-sample path."""
+
+    def __init__(self, inputs, labels):
+        self.inputs, self.labels = inputs, labels
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return self.inputs[index], int(self.labels[index])
+
+
+def test_a_plain_dataset_gives_the_same_batches_as_a_tensor_dataset():
+    inputs, labels = np.random.default_rng(0).normal(size=(7, 3)), np.arange(7) % 2
+    fast = list(DataLoader(TensorDataset(inputs, labels), 3, shuffle=True, seed=1))
+    slow = list(DataLoader(ListDataset(inputs, labels), 3, shuffle=True, seed=1))
+    for (fast_x, fast_y), (slow_x, slow_y) in zip(fast, slow):
+        np.testing.assert_array_equal(fast_x.numpy(), slow_x.numpy())
+        np.testing.assert_array_equal(fast_y.numpy(), slow_y.numpy())
+
+
+def test_tensor_dataset_accepts_tensors_and_returns_rows():
+    dataset = TensorDataset(mg.tensor([[1.0, 2.0], [3.0, 4.0]]), np.array([0, 1]))
+    assert len(dataset) == 2
+    row, label = dataset[1]
+    np.testing.assert_array_equal(row, [3.0, 4.0])
+    assert label == 1
+
+
+# ----------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("batch_size", [0, -3, 2.5, True, "8"])
+def test_bad_batch_size_is_rejected(batch_size):
+    with pytest.raises(ValueError, match=f"batch_size: expected a positive int, got {batch_size!r}"):
+        DataLoader(indexed_dataset(4), batch_size)
+
+
+def test_bad_seed_and_epoch_are_rejected():
+    with pytest.raises(ValueError, match=r"seed: expected a non-negative int or None, got -1"):
+        DataLoader(indexed_dataset(4), 2, seed=-1)
+    loader = DataLoader(indexed_dataset(4), 2)
+    with pytest.raises(ValueError, match=r"epoch: expected a non-negative int, got -2"):
+        loader.set_epoch(-2)
+    with pytest.raises(ValueError, match=r"state: expected a dict with key 'epoch', got \{'seed': 1\}"):
+        loader.load_state_dict({"seed": 1})
+
+
+def test_tensor_dataset_with_mismatched_lengths_names_the_shapes():
+    with pytest.raises(ValueError, match=r"same first dimension \(the number of samples\), "
+                                         r"got shapes \[\(10, 3\), \(9,\)\]"):
+        TensorDataset(np.zeros((10, 3)), np.zeros(9))
+    with pytest.raises(ValueError, match="expected at least one array or tensor, got none"):
+        TensorDataset()
