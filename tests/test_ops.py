@@ -1,0 +1,256 @@
+"""Every element-wise, reduction, shape, matmul and softmax op against PyTorch.
+
+Each test draws shapes and float64 values with Hypothesis and hands them to
+``check_against_torch``: same inputs, same random upstream gradient, forward values and every
+input's gradient equal to rtol 1e-10. Most ops are written once as a lambda that both
+frameworks understand (``a + b``, ``x.exp()``), so the two sides cannot drift apart.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as torch_F
+from hypothesis import given
+from hypothesis import strategies as st
+import hypothesis.extra.numpy as hnp
+
+import minigrad as mg
+import minigrad.nn.functional as F
+
+from strategies import (allow_device_fixture, away_from_zero_arrays, basic_indices, broadcastable_shape_pairs,
+                        flatten_cases, float64_arrays, integer_array_indices, matmul_shape_pairs, pad_widths,
+                        positive_arrays, reduction_cases, reshape_cases, small_shapes)
+from torch_check import check_against_torch
+
+# ----------------------------------------------------------------------------- element-wise
+# name -> (the op, written so that minigrad and torch tensors both accept it, left values, right values)
+BINARY_OPS = {
+    "add": (lambda a, b: a + b, float64_arrays, float64_arrays),
+    "sub": (lambda a, b: a - b, float64_arrays, float64_arrays),
+    "mul": (lambda a, b: a * b, float64_arrays, float64_arrays),
+    "div": (lambda a, b: a / b, float64_arrays, away_from_zero_arrays),
+    "pow": (lambda a, b: a ** b, positive_arrays, float64_arrays),
+}
+
+
+@pytest.mark.parametrize("name", BINARY_OPS)
+@allow_device_fixture
+@given(data=st.data())
+def test_binary_op_broadcasts_and_reduces_gradients_like_torch(name, device, data):
+    op, left_values, right_values = BINARY_OPS[name]
+    shape_a, shape_b = data.draw(broadcastable_shape_pairs(), label="shapes")
+    a, b = data.draw(left_values(shape_a), label="a"), data.draw(right_values(shape_b), label="b")
+    check_against_torch(op, op, a, b, device=device)
+
+
+# Python scalars on either side of every binary op (the tensor side is always a tensor).
+SCALAR_OPS = {
+    "tensor + scalar": lambda x: x + 1.5, "scalar + tensor": lambda x: 1.5 + x,
+    "tensor - scalar": lambda x: x - 1.5, "scalar - tensor": lambda x: 1.5 - x,
+    "tensor * scalar": lambda x: x * -2.5, "scalar * tensor": lambda x: -2.5 * x,
+    "tensor / scalar": lambda x: x / 4.0, "scalar / tensor": lambda x: 4.0 / x,
+    "scalar ** tensor": lambda x: 2.0 ** x, "tensor ** int": lambda x: x ** 3,
+}
+
+
+@pytest.mark.parametrize("name", SCALAR_OPS)
+@allow_device_fixture
+@given(data=st.data())
+def test_binary_op_with_python_scalar_matches_torch(name, device, data):
+    x = data.draw(away_from_zero_arrays(data.draw(small_shapes())), label="x")
+    check_against_torch(SCALAR_OPS[name], SCALAR_OPS[name], x, device=device)
+
+
+# name -> (the op for both frameworks, input values)
+UNARY_OPS = {
+    "neg": (lambda x: -x, float64_arrays),
+    "exp": (lambda x: x.exp(), float64_arrays),
+    "log": (lambda x: x.log(), positive_arrays),
+    "sqrt": (lambda x: x.sqrt(), positive_arrays),
+    "tanh": (lambda x: x.tanh(), float64_arrays),
+    "sigmoid": (lambda x: x.sigmoid(), float64_arrays),
+    "relu": (lambda x: x.relu(), float64_arrays),
+    "abs": (lambda x: x.abs(), float64_arrays),
+    "pow 2": (lambda x: x ** 2, float64_arrays),
+    "pow 3": (lambda x: x ** 3, float64_arrays),
+    "pow 1": (lambda x: x ** 1, float64_arrays),
+    "pow 0": (lambda x: x ** 0, float64_arrays),
+    "pow 0.5": (lambda x: x ** 0.5, positive_arrays),
+    "pow 1.5": (lambda x: x ** 1.5, positive_arrays),
+    "pow -1": (lambda x: x ** -1, away_from_zero_arrays),
+    "pow -2": (lambda x: x ** -2, away_from_zero_arrays),
+    "clip both": (lambda x: x.clamp(-1.0, 1.0), float64_arrays),
+    "clip min": (lambda x: x.clamp(min=-0.5), float64_arrays),
+    "clip max": (lambda x: x.clamp(max=0.5), float64_arrays),
+}
+
+
+@pytest.mark.parametrize("name", UNARY_OPS)
+@allow_device_fixture
+@given(data=st.data())
+def test_unary_op_matches_torch(name, device, data):
+    op, values = UNARY_OPS[name]
+    x = data.draw(values(data.draw(small_shapes(), label="shape")), label="x")
+    check_against_torch(op, op, x, device=device)
+
+
+@allow_device_fixture
+@given(shapes=hnp.mutually_broadcastable_shapes(num_shapes=3, max_dims=3, max_side=3), data=st.data())
+def test_where_matches_torch(device, shapes, data):
+    condition_shape, a_shape, b_shape = shapes.input_shapes
+    condition = data.draw(hnp.arrays(np.bool_, condition_shape), label="condition")
+    a, b = data.draw(float64_arrays(a_shape), label="a"), data.draw(float64_arrays(b_shape), label="b")
+    check_against_torch(mg.where, torch.where, condition, a, b, device=device)
+
+
+# ----------------------------------------------------------------------------- matmul
+@allow_device_fixture
+@given(shapes=matmul_shape_pairs(), data=st.data())
+def test_matmul_matches_torch_for_vectors_matrices_and_broadcast_batches(device, shapes, data):
+    a, b = (data.draw(float64_arrays(shape)) for shape in shapes)
+    check_against_torch(lambda x, y: x @ y, lambda x, y: x @ y, a, b, device=device)
+
+
+@allow_device_fixture
+@given(data=st.data(), bias=st.booleans())
+def test_linear_matches_torch(device, data, bias):
+    batch_shape = data.draw(small_shapes(min_dims=0, max_dims=2), label="batch")
+    in_features, out_features = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    x = data.draw(float64_arrays((*batch_shape, in_features)), label="x")
+    weight = data.draw(float64_arrays((out_features, in_features)), label="weight")
+    arrays = (x, weight) + ((data.draw(float64_arrays((out_features,)), label="bias"),) if bias else ())
+    check_against_torch(F.linear, torch_F.linear, *arrays, device=device)
+
+
+# ----------------------------------------------------------------------------- reductions
+def torch_axes(axis, ndim):
+    """torch spells 'all axes' as an explicit tuple (dim=None is not accepted everywhere)."""
+    return tuple(range(ndim)) if axis is None else axis
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean", "max"])
+@allow_device_fixture
+@given(case=reduction_cases(), data=st.data())
+def test_reduction_matches_torch(reduction, device, case, data):
+    shape, axis, keepdims = case
+    x = data.draw(float64_arrays(shape), label="x")  # repeated values: max's ties share the gradient
+    torch_name = "amax" if reduction == "max" else reduction
+
+    def mg_fn(t):
+        return getattr(t, reduction)(axis=axis, keepdims=keepdims)
+
+    def torch_fn(t):
+        if t.ndim == 0:
+            return getattr(t, torch_name)()
+        return getattr(t, torch_name)(dim=torch_axes(axis, t.ndim), keepdim=keepdims)
+
+    check_against_torch(mg_fn, torch_fn, x, device=device)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@allow_device_fixture
+@given(data=st.data())
+def test_softmax_and_log_softmax_match_torch(name, device, data):
+    shape = data.draw(small_shapes(min_dims=1), label="shape")
+    dim = data.draw(st.integers(-len(shape), len(shape) - 1), label="dim")
+    x = data.draw(float64_arrays(shape, -10, 10), label="x")
+    check_against_torch(lambda t: getattr(t, name)(dim), lambda t: getattr(t, name)(dim), x, device=device)
+
+
+def test_log_softmax_is_stable_for_huge_logits(device):
+    x = np.array([[1000.0, 0.0, -1000.0], [-1e4, -1e4, -1e4]])
+    out = check_against_torch(lambda t: mg.log_softmax(t, 1), lambda t: t.log_softmax(1), x, device=device)
+    assert np.isfinite(out.numpy()).all()
+
+
+# ----------------------------------------------------------------------------- shape ops
+@allow_device_fixture
+@given(case=reshape_cases(), data=st.data())
+def test_reshape_matches_torch(device, case, data):
+    shape, new_shape = case
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t: t.reshape(new_shape), lambda t: t.reshape(new_shape), x, device=device)
+
+
+@allow_device_fixture
+@given(data=st.data())
+def test_transpose_of_two_axes_matches_torch(device, data):
+    shape = data.draw(small_shapes(min_dims=1, max_dims=4), label="shape")
+    i, j = (data.draw(st.integers(-len(shape), len(shape) - 1)) for _ in range(2))
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t: t.transpose(i, j), lambda t: t.transpose(i, j), x, device=device)
+
+
+@allow_device_fixture
+@given(data=st.data())
+def test_permute_matches_torch(device, data):
+    shape = data.draw(small_shapes(min_dims=1, max_dims=4), label="shape")
+    order = tuple(data.draw(st.permutations(range(len(shape))), label="order"))
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t: t.permute(*order), lambda t: t.permute(*order), x, device=device)
+
+
+@allow_device_fixture
+@given(case=flatten_cases(), data=st.data())
+def test_flatten_matches_torch(device, case, data):
+    shape, start, end = case
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t: t.flatten(start, end), lambda t: t.flatten(start, end), x, device=device)
+
+
+@allow_device_fixture
+@given(data=st.data())
+def test_basic_slicing_matches_torch(device, data):
+    shape = data.draw(small_shapes(min_dims=1, max_dims=3), label="shape")
+    index = data.draw(basic_indices(shape), label="index")
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t: t[index], lambda t: t[index], x, device=device)
+
+
+@pytest.mark.parametrize("where", ["first axis", "second axis"])
+@allow_device_fixture
+@given(data=st.data())
+def test_integer_array_indexing_with_repeats_sums_gradients_like_torch(where, device, data):
+    shape = data.draw(small_shapes(min_dims=2, max_dims=3), label="shape")
+    axis = 0 if where == "first axis" else 1
+    positions = data.draw(integer_array_indices(shape[axis]), label="positions")
+    x = data.draw(float64_arrays(shape), label="x")
+    if axis == 0:
+        check_against_torch(lambda t, i: t[i], lambda t, i: t[i], x, positions, device=device)
+    else:
+        check_against_torch(lambda t, i: t[:, i], lambda t, i: t[:, i], x, positions, device=device)
+
+
+def test_a_repeated_index_receives_the_sum_of_its_gradients(device):
+    x = mg.tensor(np.arange(3.0), requires_grad=True, device=device)
+    x[mg.tensor(np.array([2, 0, 2, 2]), device=device)].sum().backward()
+    np.testing.assert_array_equal(x.grad.numpy(), [1.0, 0.0, 3.0])
+
+
+@pytest.mark.parametrize("join", ["concatenate", "stack"])
+@allow_device_fixture
+@given(data=st.data())
+def test_concatenate_and_stack_match_torch(join, device, data):
+    shape = data.draw(small_shapes(min_dims=1, max_dims=3), label="shape")
+    count = data.draw(st.integers(1, 3), label="count")
+    if join == "concatenate":
+        axis = data.draw(st.integers(-len(shape), len(shape) - 1), label="axis")
+        sizes = data.draw(st.lists(st.integers(1, 3), min_size=count, max_size=count), label="sizes")
+        shapes = [shape[:axis % len(shape)] + (size,) + shape[axis % len(shape) + 1:] for size in sizes]
+        mg_fn, torch_fn = (lambda *ts: mg.concatenate(ts, axis=axis)), (lambda *ts: torch.cat(ts, dim=axis))
+    else:
+        axis = data.draw(st.integers(-len(shape) - 1, len(shape)), label="axis")
+        shapes = [shape] * count
+        mg_fn, torch_fn = (lambda *ts: mg.stack(ts, axis=axis)), (lambda *ts: torch.stack(ts, dim=axis))
+    arrays = [data.draw(float64_arrays(s)) for s in shapes]
+    check_against_torch(mg_fn, torch_fn, *arrays, device=device)
+
+
+@allow_device_fixture
+@given(data=st.data(), value=st.sampled_from([0.0, -1.5]))
+def test_constant_pad_matches_torch(device, data, value):
+    shape = data.draw(small_shapes(min_dims=1, max_dims=3), label="shape")
+    widths = data.draw(pad_widths(len(shape)), label="widths")
+    torch_widths = tuple(size for pair in reversed(widths) for size in pair)  # last axis first
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t: mg.pad(t, widths, value), lambda t: torch_F.pad(t, torch_widths, value=value),
+                        x, device=device)
