@@ -66,6 +66,8 @@ class PowScalar(Function):
     def backward(self, grad):  # d(a^p)/da = p a^(p-1)
         (a,) = self.saved
         p = self.exponent
+        if p == 0:  # a^0 is constant: 0, also at a = 0 where p a^(p-1) would be 0 * inf = nan
+            return backend.xp_of(grad).zeros_like(grad)
         return grad * (p * a ** (p - 1))
 
 
@@ -122,7 +124,7 @@ class Sqrt(Function):
 class Abs(Function):
     def forward(self, a):
         self.save_for_backward(a)
-        return abs(a)
+        return backend.xp_of(a).abs(a)  # not abs(): this module's abs() below shadows the builtin
 
     def backward(self, grad):  # d|a|/da = sign(a) (0 at 0, as in PyTorch)
         (a,) = self.saved

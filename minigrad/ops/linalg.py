@@ -16,11 +16,11 @@ class MatMul(Function):
         xp = backend.xp_of(grad)
         a2 = a[None, :] if a.ndim == 1 else a          # vector a is a (1, n) row
         b2 = b[:, None] if b.ndim == 1 else b          # vector b is an (n, 1) column
-        g2 = grad
-        if a.ndim == 1:
-            g2 = xp.expand_dims(g2, -2)
+        g2 = grad  # restore the axes the lifting added: the column of b first, then the row of a
         if b.ndim == 1:
             g2 = xp.expand_dims(g2, -1)
+        if a.ndim == 1:
+            g2 = xp.expand_dims(g2, -2)  # after b's axis, so vector @ vector (a 0-d grad) works
         grad_a = grad_b = None
         if self.needs_input_grad[0]:
             grad_a = xp.matmul(g2, xp.swapaxes(b2, -1, -2))

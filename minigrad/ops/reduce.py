@@ -10,12 +10,13 @@ def normalize_axes(axis, ndim, argument="axis"):
     if axis is None:
         return tuple(range(ndim))
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    normalized = []
+    bound = ndim if ndim else 1  # a 0-d tensor accepts axis 0 / -1, as in PyTorch (no builtin max here:
+    normalized = []              # this module's max() shadows it)
     for a in axes:
-        if not isinstance(a, int) or not -max(ndim, 1) <= a < max(ndim, 1):
-            raise ValueError(f"{argument}: expected an axis in [{-ndim}, {ndim - 1}] for a "
+        if not isinstance(a, int) or not -bound <= a < bound:
+            raise ValueError(f"{argument}: expected an axis in [{-bound}, {bound - 1}] for a "
                              f"{ndim}-d tensor, got {axis!r}")
-        normalized.append(a % max(ndim, 1))
+        normalized.append(a % bound)
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"{argument}: repeated axis in {axis!r}")
     return tuple(sorted(normalized))
