@@ -82,8 +82,11 @@ def micro_batch_slices(batch_size, micro_batch_size):
                 or sum(sizes) != batch_size:
             raise ValueError(f"micro_batch_size: expected a positive int or a list of positive ints "
                              f"summing to the batch size {batch_size}, got {micro_batch_size!r}")
-    starts = np.cumsum([0] + sizes[:-1])
-    return [slice(int(start), int(start) + int(size)) for start, size in zip(starts, sizes)]
+    slices, start = [], 0
+    for size in sizes:
+        slices.append(slice(start, start + int(size)))
+        start += int(size)
+    return slices
 
 
 def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micro_batch=None):
@@ -101,12 +104,15 @@ def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micr
     if inputs.shape[:1] != targets.shape[:1]:
         raise ValueError(f"targets: expected {inputs.shape[0]} samples like inputs {inputs.shape}, "
                          f"got shape {targets.shape}")
+    parts = micro_batch_slices(inputs.shape[0], micro_batch_size)
     normalizer = loss_normalizer(criterion, targets)  # fixed for the whole batch, before any micro-batch
     total_loss = 0.0
-    with random.per_sample_masks():
-        for part in micro_batch_slices(inputs.shape[0], micro_batch_size):
+    with random.per_sample_masks():  # dropout masks keyed by global sample index, not by split
+        for part in parts:
             with random.sample_offset(part.start):
                 outputs = model(inputs[part])
+            # Sum over this micro-batch / the WHOLE batch's normaliser; NOT its mean / len(parts)
+            # (that weighs samples unequally, see the module docstring).
             loss = summed_loss(criterion, outputs, targets[part]) / normalizer
             loss.backward()  # adds this micro-batch's share into .grad
             total_loss += loss.item()
@@ -169,12 +175,13 @@ def evaluate(model, criterion, loader, num_classes=None):
 
 
 def fit(model, criterion, optimizer, train_loader, epochs, micro_batch_size=None, test_loader=None,
-        on_step=None, on_epoch_end=None):
+        on_step=None, on_epoch_end=None, first_epoch=0):
     """Train for ``epochs`` epochs; returns one dict per epoch:
     {"epoch", "train": train_one_epoch's dict, "test": evaluate's dict or None}.
-    ``on_epoch_end(record)`` (optional) runs after each epoch, e.g. to save a checkpoint."""
+    ``on_epoch_end(record)`` (optional) runs after each epoch, e.g. to save a checkpoint;
+    ``first_epoch`` numbers the epochs of a resumed run (the loader's state_dict keeps the order)."""
     history = []
-    for epoch in range(epochs):
+    for epoch in range(first_epoch, first_epoch + epochs):
         train_stats = train_one_epoch(model, criterion, optimizer, train_loader, micro_batch_size,
                                       epoch=epoch, on_step=on_step)
         test_stats = evaluate(model, criterion, test_loader) if test_loader is not None else None

@@ -113,6 +113,7 @@ def assert_same_gradients(actual, expected):
 @with_device()
 @given(case=accumulation_cases())
 def test_accumulated_gradient_equals_full_batch(case, device):
+    case["criterion"].to(device)  # class weights live with the data
     model = make_model(case["model_kind"], case["dropout"], device)
     inputs, targets = make_data(case["model_kind"], case["criterion"], case["batch_size"], case["with_ignored"],
                                 case["seed"], device)

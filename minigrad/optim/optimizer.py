@@ -22,10 +22,10 @@ class Optimizer:
         self.defaults = dict(defaults)
         self.param_groups = []
         self.state = {}  # id(parameter) -> {"name": host-or-device array or number}
-        groups = list(params) if not isinstance(params, Tensor) else None
-        if groups is None:
+        if isinstance(params, Tensor):
             raise TypeError(f"params: expected an iterable of Parameters or of dicts, got a single "
                             f"{type(params).__name__}; wrap it in a list")
+        groups = list(params)
         if not groups:
             raise ValueError("params: expected at least one parameter, got an empty list")
         if not isinstance(groups[0], dict):
