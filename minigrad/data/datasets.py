@@ -308,6 +308,7 @@ def download(url, destination, expected_checksum, timeout=60, chunk_size=1 << 20
         if actual != expected_checksum.lower():
             raise DownloadError(f"{url}: checksum mismatch: expected {algorithm} {expected_checksum}, got "
                                 f"{actual}; the download was discarded")
+        make_readable(temporary)
         os.replace(temporary, destination)  # atomic on one file system: readers see all or nothing
     except BaseException:
         if os.path.exists(temporary):
@@ -348,3 +349,10 @@ def load_dataset(name, data_dir=None, download=False):
     if name == "cifar10":
         return load_cifar10(data_dir, download=download)
     raise ValueError(f"dataset: expected one of {DATASET_NAMES}, got {name!r}")
+
+
+def make_readable(path):
+    """mkstemp creates files readable by their owner only; give them the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

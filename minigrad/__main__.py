@@ -1,0 +1,7 @@
+"""``python -m minigrad train ...`` (and the ``minigrad`` console script): see ``minigrad/cli.py``."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,147 @@
+"""Checkpoints: a nested dict of arrays and plain values, written atomically, loaded with checks.
+
+The file is a NumPy ``.npz``: every array (model parameters, optimizer moments, scalars such as
+NumPy integers) is one entry, and ``__meta__`` holds everything else as JSON, with references
+to those entries. Loading never unpickles (``allow_pickle=False``), so a checkpoint from
+someone else cannot run code. JSON keeps Python ints of any size (the random generator's
+128-bit state) and floats exactly (shortest repr round-trips), so a resumed run continues
+bit for bit.
+
+Writing goes to a temporary file in the same directory, then ``os.replace``: a crash mid-save
+leaves the previous checkpoint intact, never a half-written one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+from . import backend
+from .backend import np
+from .tensor import Tensor
+
+FORMAT = "minigrad-checkpoint"
+VERSION = 1
+META_KEY = "__meta__"
+
+
+# ----------------------------------------------------------------------------- save
+def save(path, state):
+    """Write ``state`` (dicts, lists, tuples, arrays, Tensors, numbers, strings, None) to ``path``."""
+    arrays = {}
+    meta = {"format": FORMAT, "version": VERSION, "state": _encode(state, arrays)}
+    meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **{META_KEY: meta_bytes}, **arrays)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them visible
+        make_readable(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def _encode(value, arrays):
+    """JSON-ready form of ``value``; arrays go into ``arrays`` and are referenced by key."""
+    if isinstance(value, Tensor):
+        value = value.data
+    if backend.is_cupy_array(value) or isinstance(value, np.ndarray):
+        return {"__array__": _store(arrays, backend.to_host(value))}
+    if isinstance(value, np.generic):  # kept as a NumPy scalar: np.int64 must not come back as int
+        return {"__scalar__": _store(arrays, np.asarray(value))}
+    if isinstance(value, dict):
+        if all(isinstance(key, str) and not key.startswith("__") for key in value):
+            return {key: _encode(item, arrays) for key, item in value.items()}
+        # int keys (optimizer state by parameter index) would become strings in JSON: keep pairs
+        return {"__items__": [[_encode(key, arrays), _encode(item, arrays)] for key, item in value.items()]}
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(item, arrays) for item in value]}
+    if isinstance(value, list):
+        return [_encode(item, arrays) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"checkpoint: cannot store a value of type {type(value).__name__}: {value!r}")
+
+
+def _store(arrays, array):
+    key = f"array_{len(arrays)}"
+    arrays[key] = array
+    return key
+
+
+# ----------------------------------------------------------------------------- load
+def load(path):
+    """Read a checkpoint written by ``save``; arrays come back as host NumPy arrays."""
+    path = str(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no checkpoint there")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if META_KEY not in archive.files:
+                raise ValueError(f"{path}: not a minigrad checkpoint (no {META_KEY} entry)")
+            meta = json.loads(archive[META_KEY].tobytes().decode("utf-8"))
+            arrays = {key: archive[key] for key in archive.files if key != META_KEY}
+    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: corrupt or truncated checkpoint ({type(error).__name__}: {error})") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a minigrad checkpoint (format {meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise ValueError(f"{path}: checkpoint version: expected {VERSION}, got {meta.get('version')!r}")
+    return _decode(meta["state"], arrays, path)
+
+
+def _decode(value, arrays, path):
+    if isinstance(value, list):
+        return [_decode(item, arrays, path) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "__array__" in value or "__scalar__" in value:
+        key = value.get("__array__", value.get("__scalar__"))
+        if key not in arrays:
+            raise ValueError(f"{path}: corrupt checkpoint: array entry {key!r} is missing")
+        return arrays[key] if "__array__" in value else arrays[key][()]
+    if "__tuple__" in value:
+        return tuple(_decode(item, arrays, path) for item in value["__tuple__"])
+    if "__items__" in value:
+        return {_decode(key, arrays, path): _decode(item, arrays, path) for key, item in value["__items__"]}
+    return {key: _decode(item, arrays, path) for key, item in value.items()}
+
+
+# ----------------------------------------------------------------------------- into a model
+def check_model_state(model, model_state, source="checkpoint"):
+    """Raise ValueError naming the first parameter whose name or shape differs from ``model``'s.
+    Nothing is changed, so a wrong checkpoint cannot leave a half-loaded model."""
+    own = model.state_dict()
+    for name, tensor in own.items():
+        if name not in model_state:
+            raise ValueError(f"{source}: parameter {name!r} of the model is missing from the checkpoint "
+                             f"(it has {sorted(model_state)}); was it saved from a different model?")
+        saved_shape = tuple(np.shape(model_state[name]))
+        if saved_shape != tuple(tensor.shape):
+            raise ValueError(f"{source}: parameter {name!r}: expected shape {tuple(tensor.shape)}, got "
+                             f"{saved_shape}; was it saved from a different model?")
+    unexpected = [name for name in model_state if name not in own]
+    if unexpected:
+        raise ValueError(f"{source}: parameter {unexpected[0]!r} in the checkpoint does not exist in the "
+                         f"model (its parameters: {list(own)}); was it saved from a different model?")
+
+
+def load_model_state(model, model_state, source="checkpoint"):
+    check_model_state(model, model_state, source)
+    model.load_state_dict(model_state)
+    return model
+
+
+def make_readable(path):
+    """mkstemp creates files readable by their owner only; give them the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)

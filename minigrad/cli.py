@@ -1,0 +1,320 @@
+"""``python -m minigrad train``: train a model on a real data set, with a progress bar, metrics,
+a loss plot and checkpoints that resume bit for bit.
+
+Read ``train_command`` top to bottom: options -> data -> model and optimizer -> (resume) ->
+one loop over epochs, each ending with an evaluation and an atomic checkpoint.
+
+What makes resuming exact: the checkpoint holds the parameters, the optimizer's state, the
+DataLoader's epoch and seed (the shuffling order of epoch e depends only on (seed, e)), and
+the global random generator (it seeds each batch's dropout masks). Restoring all four puts
+the process back where the uninterrupted run was, so the next batches are the same batches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+from . import backend, checkpoint, nn, random, train
+from .data import DataLoader, TensorDataset
+from .data.datasets import DATASET_NAMES, load_dataset
+from .models import MODEL_NAMES, build_model
+
+CHECKPOINT_FILE = "checkpoint.npz"
+METRICS_FILE = "metrics.json"
+PLOT_FILE = "loss.png"
+EVAL_BATCH_SIZE = 500
+# Options a resumed run may change: where and how it runs, and how long; never what it trains.
+RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "download", "resume")
+CONFIG_KEYS = ("dataset", "data_dir", "model", "epochs", "batch_size", "micro_batch_size", "optimizer", "lr",
+               "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
+
+
+# ----------------------------------------------------------------------------- options
+def build_parser():
+    parser = argparse.ArgumentParser(prog="minigrad", description="minigrad: a small, exact deep-learning stack.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_train_options(commands.add_parser(
+        "train", help="train a model on a data set",
+        description="Train a classifier on a real data set and report loss and (per-class) accuracy. "
+                    "The defaults train an MLP on scikit-learn's 8x8 digits in seconds.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    return parser
+
+
+def add_train_options(parser):
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", choices=DATASET_NAMES, default="digits", help="which data set")
+    data.add_argument("--data-dir", default=None,
+                      help="directory holding the data files (default: /usr/share/datasets/<name> when "
+                           "present, else ~/.cache/minigrad/<name>)")
+    data.add_argument("--download", action="store_true",
+                      help="download missing MNIST/Fashion-MNIST/CIFAR-10 files (checksum-verified)")
+    data.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training samples")
+    data.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test samples")
+    model = parser.add_argument_group("model and optimisation")
+    model.add_argument("--model", choices=MODEL_NAMES, default="mlp", help="network to train")
+    model.add_argument("--epochs", type=int, default=20, help="number of passes over the training set")
+    model.add_argument("--batch-size", type=int, default=32, help="samples per optimizer step")
+    model.add_argument("--micro-batch-size", type=int, default=None,
+                       help="split each batch into micro-batches of this size (gradient accumulation; "
+                            "the gradient, and so the training, is the same)")
+    model.add_argument("--optimizer", choices=("sgd", "adam", "adamw"), default="adam", help="update rule")
+    model.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    model.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (sgd only)")
+    model.add_argument("--weight-decay", type=float, default=None,
+                       help="L2 (sgd, adam) or decoupled (adamw) weight decay; default: the optimizer's "
+                            "(0, or 0.01 for adamw)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter and data dtype")
+    run.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order and dropout")
+    run.add_argument("--out", default=None, metavar="DIR",
+                     help="write metrics.json, checkpoint.npz and loss.png here (default: the --resume "
+                          "directory, else nothing is written)")
+    run.add_argument("--resume", default=None, metavar="DIR",
+                     help="continue the run whose checkpoint is in DIR, to --epochs epochs in total")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (also off when not a terminal)")
+    return parser
+
+
+def explicit_options(parser, argv):
+    """The options the user actually typed (a resumed run must not silently change them)."""
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return vars(parser.parse_args(argv))
+
+
+def validate(parser, args):
+    """argparse-style errors (exit status 2) for values out of range, before anything runs."""
+    positive = ["epochs", "batch_size", "micro_batch_size", "limit_train", "limit_test"]
+    for name in positive:
+        value = getattr(args, name)
+        if value is not None and value <= 0:
+            parser.error(f"argument --{name.replace('_', '-')}: expected a positive int, got {value}")
+    if not (args.lr > 0 and math.isfinite(args.lr)):
+        parser.error(f"argument --lr: expected a positive number, got {args.lr}")
+    if not 0 <= args.momentum < 1:
+        parser.error(f"argument --momentum: expected a number in [0, 1), got {args.momentum}")
+    if args.weight_decay is not None and not args.weight_decay >= 0:
+        parser.error(f"argument --weight-decay: expected a number >= 0, got {args.weight_decay}")
+    if args.seed < 0:
+        parser.error(f"argument --seed: expected a non-negative int, got {args.seed}")
+    try:
+        args.device = backend.parse_device(args.device)
+    except (ValueError, RuntimeError) as error:
+        parser.error(f"argument --device: {error}")
+
+
+def resumed_config(parser, args, explicit):
+    """The checkpoint's config, with the options a resumed run may change taken from ``args``."""
+    path = os.path.join(args.resume, CHECKPOINT_FILE)
+    try:
+        state = checkpoint.load(path)
+    except (OSError, ValueError) as error:
+        parser.error(f"argument --resume: {error}")
+    config = dict(state["config"])
+    for name, value in explicit.items():
+        if name in RESUME_OVERRIDES or name not in config:
+            continue
+        if value != config[name]:
+            parser.error(f"argument --{name.replace('_', '-')}: {value!r} differs from the checkpoint's "
+                         f"{config[name]!r}; a resumed run keeps the training settings it started with")
+    for name in ("epochs", "device", "data_dir"):
+        if name in explicit:
+            config[name] = getattr(args, name)
+    return config, state
+
+
+# ----------------------------------------------------------------------------- building blocks
+def make_optimizer(config, parameters):
+    from . import optim
+    extra = {} if config["weight_decay"] is None else {"weight_decay": config["weight_decay"]}
+    if config["optimizer"] == "sgd":
+        return optim.SGD(parameters, lr=config["lr"], momentum=config["momentum"], **extra)
+    optimizer_class = optim.Adam if config["optimizer"] == "adam" else optim.AdamW
+    return optimizer_class(parameters, lr=config["lr"], **extra)
+
+
+def load_data(config, download):
+    split = load_dataset(config["dataset"], config["data_dir"], download=download)
+    split = split.limited(config["limit_train"], config["limit_test"])
+    dtype = backend.parse_dtype(config["dtype"])
+    return split, (split.train_images.astype(dtype), split.train_labels), (split.test_images.astype(dtype),
+                                                                           split.test_labels)
+
+
+def progress_bar(total, description, enabled):
+    """A tqdm bar on stderr when wanted and available; otherwise None."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, unit="batch", leave=True, dynamic_ncols=True)
+
+
+def step_reporter(bar, step_losses):
+    """``on_step`` for train_one_epoch: remembers each step's loss and moves the bar."""
+    started = time.perf_counter()
+    images = 0
+
+    def on_step(step, loss, batch_size):
+        nonlocal images
+        step_losses.append(loss)
+        images += batch_size
+        if bar is not None:
+            rate = images / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix_str(f"loss={loss:.4f} {rate:,.0f} img/s", refresh=False)
+            bar.update(1)
+    return on_step
+
+
+# ----------------------------------------------------------------------------- outputs
+def finite_or_none(value):
+    """JSON has no NaN: a class with no test samples is recorded as null."""
+    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def epoch_record(epoch, train_stats, test_stats, step_losses, seconds):
+    return {"epoch": epoch, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
+            "test_loss": test_stats["loss"], "test_accuracy": test_stats["accuracy"],
+            "per_class_accuracy": [finite_or_none(value) for value in test_stats["per_class_accuracy"] or []],
+            "images_per_second": train_stats["images_per_second"], "seconds": seconds,
+            "step_losses": step_losses}
+
+
+def write_outputs(out_dir, config, class_names, history, state):
+    os.makedirs(out_dir, exist_ok=True)
+    checkpoint.save(os.path.join(out_dir, CHECKPOINT_FILE), state)
+    metrics = {"config": config, "class_names": list(class_names), "epochs": history}
+    write_json_atomically(os.path.join(out_dir, METRICS_FILE), metrics)
+    plot_losses(os.path.join(out_dir, PLOT_FILE), history, config)
+
+
+def write_json_atomically(path, value):
+    temporary = path + ".tmp"
+    with open(temporary, "w") as file:
+        json.dump(value, file, indent=1, allow_nan=False)
+    os.replace(temporary, path)
+
+
+def plot_losses(path, history, config):
+    """Per-step training loss, per-epoch test loss, and test accuracy; headless (Agg)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
+    for record in history:
+        steps = len(record["step_losses"])
+        x = [record["epoch"] - 1 + (i + 1) / steps for i in range(steps)]
+        loss_axes.plot(x, record["step_losses"], color="tab:blue", alpha=0.3, linewidth=0.8)
+    epochs = [record["epoch"] for record in history]
+    loss_axes.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train (epoch mean)")
+    loss_axes.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test")
+    loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log",
+                  title=f"{config['model']} on {config['dataset']}")
+    loss_axes.legend()
+    accuracy_axes.plot(epochs, [100 * (r["test_accuracy"] or 0) for r in history], "s-", color="tab:green")
+    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def print_report(record, class_names, test_count):
+    """Test accuracy overall and per class, as a table."""
+    print(f"\ntest accuracy: {100 * record['test_accuracy']:.2f}% on {test_count} images "
+          f"(test loss {record['test_loss']:.4f})")
+    width = max(len(name) for name in ("class", *class_names))
+    print(f"{'class':<{width}}  accuracy")
+    for name, accuracy in zip(class_names, record["per_class_accuracy"]):
+        shown = "   n/a" if accuracy is None else f"{100 * accuracy:6.2f}%"
+        print(f"{name:<{width}}  {shown}")
+
+
+# ----------------------------------------------------------------------------- the command
+def train_command(parser, argv):
+    args = parser.parse_args(argv)
+    explicit = explicit_options(add_train_options(argparse.ArgumentParser(add_help=False)), argv)
+    validate(parser, args)
+    config, state = ({name: getattr(args, name) for name in CONFIG_KEYS}, None)
+    if args.resume:
+        config, state = resumed_config(parser, args, explicit)
+    out_dir = args.out or args.resume
+
+    random.manual_seed(config["seed"])
+    try:
+        split, train_arrays, test_arrays = load_data(config, args.download)
+    except (OSError, ValueError) as error:
+        print(f"minigrad train: error: {error}", file=sys.stderr)
+        return 1
+    model = build_model(config["model"], split.image_shape, split.num_classes).to(config["dtype"]).to(config["device"])
+    optimizer = make_optimizer(config, model.parameters())
+    criterion = nn.CrossEntropyLoss()
+    train_loader = DataLoader(TensorDataset(*train_arrays), batch_size=config["batch_size"], shuffle=True,
+                              seed=config["seed"], device=config["device"])
+    test_loader = DataLoader(TensorDataset(*test_arrays), batch_size=EVAL_BATCH_SIZE, device=config["device"])
+    history, start_epoch = [], 0
+    if state is not None:
+        try:
+            checkpoint.load_model_state(model, state["model"], os.path.join(args.resume, CHECKPOINT_FILE))
+            optimizer.load_state_dict(state["optimizer"])
+        except ValueError as error:
+            parser.error(f"argument --resume: {error}")
+        train_loader.load_state_dict(state["loader"])
+        random.set_state(state["rng"])
+        history, start_epoch = list(state["history"]), state["epoch"]
+
+    print(f"training {config['model']} on {split.name}: {len(train_arrays[1])} train / {len(test_arrays[1])} test "
+          f"images {split.image_shape}, {config['optimizer']} lr {config['lr']}, batch {config['batch_size']}"
+          + (f" in micro-batches of {config['micro_batch_size']}" if config["micro_batch_size"] else "")
+          + f", {config['device']} {config['dtype']}" + (f", resumed after epoch {start_epoch}" if state else ""))
+    for epoch in range(start_epoch, config["epochs"]):
+        started = time.perf_counter()
+        bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{config['epochs']}", not args.no_progress)
+        step_losses = []
+        try:
+            train_stats = train.train_one_epoch(model, criterion, optimizer, train_loader, config["micro_batch_size"],
+                                                epoch=epoch, on_step=step_reporter(bar, step_losses))
+        except train.TrainingDiverged as error:
+            print(f"minigrad train: error: {error}", file=sys.stderr)
+            return 1
+        finally:
+            if bar is not None:
+                bar.close()
+        test_stats = train.evaluate(model, criterion, test_loader, split.num_classes)
+        record = epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started)
+        history.append(record)
+        print(f"epoch {epoch + 1}/{config['epochs']}: train loss {record['train_loss']:.4f}, test loss "
+              f"{record['test_loss']:.4f}, test accuracy {100 * record['test_accuracy']:.2f}%, "
+              f"{record['images_per_second']:,.0f} img/s, {record['seconds']:.1f} s")
+        if out_dir:
+            state = {"epoch": epoch + 1, "config": config, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "loader": train_loader.state_dict(),
+                     "rng": random.get_state(), "history": history}
+            write_outputs(out_dir, config, split.class_names, history, state)
+    if history:
+        print_report(history[-1], split.class_names, len(test_arrays[1]))
+    if out_dir:
+        print(f"wrote {METRICS_FILE}, {CHECKPOINT_FILE} and {PLOT_FILE} to {out_dir}")
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if not argv or argv[0] not in ("train", "-h", "--help"):
+        parser.error(f"expected a command: train (got {argv[0] if argv else 'none'}); "
+                     f"try `python -m minigrad train --help`")
+    if argv[0] != "train":
+        parser.parse_args(argv)  # prints the help and exits
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    return train_command(train_parser, argv[1:])
