@@ -61,6 +61,9 @@ def test_without_a_seed_manual_seed_makes_the_order_reproducible():
     mg.manual_seed(11)
     b = served_indices(DataLoader(indexed_dataset(20), 5, shuffle=True))
     assert a == b and a != list(range(20))
+    mg.manual_seed(11)
+    DataLoader(indexed_dataset(20), 5)  # an unshuffled loader draws nothing from the global generator
+    assert served_indices(DataLoader(indexed_dataset(20), 5, shuffle=True)) == a
 
 
 class RecordingModel(nn.Module):

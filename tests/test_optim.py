@@ -168,6 +168,9 @@ def test_load_state_dict_restores_hyperparameters_and_checks_shapes():
         fresh.load_state_dict(bad)
     assert fresh.state == {} and fresh.param_groups[0]["lr"] == 0.1  # nothing changed
 
+    with pytest.raises(ValueError, match=r"hyper-parameters \['dampening', 'momentum', 'nesterov'\] are not Adam's"):
+        optim.Adam(tiny_mlp().parameters()).load_state_dict(saved)
+
     two_groups = optim.SGD([{"params": [model[0].weight]}, {"params": [model[0].bias]}], lr=0.1)
     with pytest.raises(ValueError, match=r"param_groups sizes: expected \[1, 1\], got \[4\]"):
         two_groups.load_state_dict(saved)

@@ -23,8 +23,9 @@ class DataLoader:
             raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
         self.dataset, self.batch_size = dataset, int(batch_size)
         self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
-        # Without a seed, take one from minigrad's global generator: mg.manual_seed still fixes it.
-        self.seed = int(seed) if seed is not None else int(random.generator().integers(2**63))
+        if seed is None:  # take one from minigrad's global generator: mg.manual_seed still fixes it
+            seed = random.generator().integers(2**63) if shuffle else 0  # (unshuffled: nothing drawn)
+        self.seed = int(seed)
         self.device = backend.parse_device(device)
         self.epoch = 0  # the epoch the next iteration will run
 

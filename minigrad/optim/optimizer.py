@@ -117,6 +117,9 @@ class Optimizer:
         new_groups = []
         for saved in saved_groups:
             hyper = {k: copy.deepcopy(v) for k, v in saved.items() if k != "params"}
+            if set(hyper) - set(self.defaults):
+                raise ValueError(f"state_dict: param group hyper-parameters {sorted(set(hyper) - set(self.defaults))} "
+                                 f"are not {type(self).__name__}'s (expected some of {sorted(self.defaults)})")
             self.check_hyperparameters({**self.defaults, **hyper})
             new_groups.append(hyper)
         new_state = {}
