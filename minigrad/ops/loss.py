@@ -74,8 +74,10 @@ class CrossEntropy(Function):
             scale = grad[:, None]
         elif self.reduction == "sum":
             scale = grad
-        else:
+        elif self.normalizer:
             scale = grad / self.normalizer
+        else:  # every target ignored: the loss is 0/0 = nan, but no logit affects it (PyTorch: grad 0)
+            scale = grad * 0
         grad_logits = xp.exp(log_probs) * q.sum(axis=1, keepdims=True) - q
         return grad_logits * scale
 
