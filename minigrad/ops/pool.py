@@ -1,49 +1,84 @@
-"""2-d max and average pooling (NCHW) over strided windows, matching PyTorch's defaults.
+"""2-d max and average pooling, matching PyTorch's defaults.
 
-Both read the windows of ``conv.windows`` (a view, no copy) and send gradients back with
-``conv.add_windows_back`` (one strided add per kernel offset).
+Like convolution (ops/conv.py) the kernels work on batch-last (C, H, W, N) arrays and return
+an NCHW view. Pooling loops over the KH*KW kernel offsets, not over pixels: for one offset,
+the pixel that every window reads is a strided slice of the input (``offset_pixels``), so
+each step is one vectorised operation over the whole batch (4 of them for a 2x2 pool).
 """
 from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
-from .conv import add_windows_back, output_size, pad_spatial, pair, windows
+from .conv import batch_first, batch_last, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
+
+NO_DILATION = (1, 1)
+
+
+def kernel_offsets(kernel):
+    """(kh, kw) in row-major order: the order in which PyTorch breaks ties in max-pool."""
+    return [(kh, kw) for kh in range(kernel[0]) for kw in range(kernel[1])]
+
+
+def pool_geometry(x_padded, kernel, stride):
+    """Output rows and columns (as whole slices) of a pool over a padded (C, Hp, Wp, N) array."""
+    out_h = output_size(x_padded.shape[1], kernel[0], stride[0], 0, 1)
+    out_w = output_size(x_padded.shape[2], kernel[1], stride[1], 0, 1)
+    return slice(0, out_h), slice(0, out_w)
 
 
 class MaxPool2d(Function):
     def forward(self, x, kernel, stride, padding):
         xp = backend.xp_of(x)
-        out_hw = tuple(output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], 1) for i in range(2))
-        x_padded = pad_spatial(x, padding, value=-xp.inf)  # padding never wins the max
-        window = windows(x_padded, kernel, stride, (1, 1), out_hw)
-        flat = window.reshape(*window.shape[:4], -1)                 # (N, C, OH, OW, KH*KW)
-        # argmax returns the first maximum in row-major window order: PyTorch's tie rule.
-        self.winner = flat.argmax(axis=-1)
-        self.geometry = (x_padded.shape, kernel, stride, padding)
-        return xp.take_along_axis(flat, self.winner[..., None], axis=-1)[..., 0]
+        x_padded = pad_spatial(batch_last(x), padding, value=-xp.inf)         # padding never wins the max
+        rows, cols = pool_geometry(x_padded, kernel, stride)
+        out = None
+        for kh, kw in kernel_offsets(kernel):
+            candidate = x_padded[offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]   # (C, OH, OW, N)
+            out = candidate.copy() if out is None else xp.maximum(out, candidate, out=out)
+        # x_padded is the previous op's output (kept alive by it anyway) unless padding copied it.
+        self.save_for_backward(x_padded, out)
+        self.geometry = (kernel, stride, padding)
+        return batch_first(out)
 
-    def backward(self, grad):  # d(max)/dx = 1 at the window's (first) arg-max, 0 elsewhere
+    def backward(self, grad):  # d(max)/dx = 1 at the window's first arg-max, 0 elsewhere
         xp = backend.xp_of(grad)
-        padded_shape, kernel, stride, padding = self.geometry
-        offsets = xp.arange(kernel[0] * kernel[1]).reshape(kernel)    # offset id of each (kh, kw)
-        grad_windows = (self.winner[..., None, None] == offsets) * grad[..., None, None]
-        return add_windows_back(grad_windows.astype(grad.dtype, copy=False), padded_shape, padding, stride, (1, 1))
+        x_padded, out = self.saved
+        kernel, stride, padding = self.geometry
+        rows, cols = pool_geometry(x_padded, kernel, stride)
+        grad_out = batch_last(grad)                                            # (C, OH, OW, N)
+        grad_padded = xp.zeros_like(x_padded)
+        unclaimed = xp.ones(out.shape, dtype=bool)                             # windows not yet routed
+        # First wins: visiting offsets in row-major order and routing each window's gradient to
+        # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
+        for kh, kw in kernel_offsets(kernel):
+            region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
+            winner = (x_padded[region] == out) & unclaimed
+            grad_padded[region] += grad_out * winner     # += : overlapping windows share pixels
+            unclaimed &= ~winner
+        return batch_first(unpad_spatial(grad_padded, padding))
 
 
 class AvgPool2d(Function):
     def forward(self, x, kernel, stride, padding):
-        out_hw = tuple(output_size(x.shape[2 + i], kernel[i], stride[i], padding[i], 1) for i in range(2))
-        x_padded = pad_spatial(x, padding)
+        x_padded = pad_spatial(batch_last(x), padding)
+        rows, cols = pool_geometry(x_padded, kernel, stride)
+        total = None
+        for kh, kw in kernel_offsets(kernel):
+            candidate = x_padded[offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]
+            total = candidate.copy() if total is None else backend.xp_of(x).add(total, candidate, out=total)
         # Padded zeros count in the divisor (PyTorch's default count_include_pad=True).
         self.geometry = (x_padded.shape, kernel, stride, padding)
-        return windows(x_padded, kernel, stride, (1, 1), out_hw).mean(axis=(4, 5))
+        return batch_first(total / (kernel[0] * kernel[1]))
 
     def backward(self, grad):  # d(mean)/dx = 1/(KH*KW) for every pixel of the window
         xp = backend.xp_of(grad)
         padded_shape, kernel, stride, padding = self.geometry
-        share = grad / (kernel[0] * kernel[1])
-        grad_windows = xp.broadcast_to(share[..., None, None], share.shape + kernel)
-        return add_windows_back(grad_windows, padded_shape, padding, stride, (1, 1))
+        share = batch_last(grad) / (kernel[0] * kernel[1])                      # (C, OH, OW, N)
+        rows, cols = slice(0, share.shape[1]), slice(0, share.shape[2])
+        grad_padded = xp.zeros(padded_shape, dtype=grad.dtype)
+        for kh, kw in kernel_offsets(kernel):
+            grad_padded[offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)] += share
+        return batch_first(unpad_spatial(grad_padded, padding))
 
 
 def _pool_arguments(name, x, kernel_size, stride, padding):

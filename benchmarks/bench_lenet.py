@@ -1,0 +1,250 @@
+"""Training-step throughput of the seed LeNet: minigrad vs PyTorch, measured in the same run.
+
+    python benchmarks/bench_lenet.py                      # CPU, batch sizes 32, 128, 512
+    python benchmarks/bench_lenet.py --batch-sizes 512 --json
+    python benchmarks/bench_lenet.py --device cuda        # CuPy vs PyTorch CUDA
+
+Each (framework, batch size) runs in its own subprocess, so its peak RSS (ru_maxrss) is its
+own: warm-up steps, then the median of ``--steps`` timed steps. Both frameworks train the
+same network (conv 3->6 5x5, relu, maxpool 2, conv 6->16 5x5, relu, maxpool 2, flatten,
+400->120->84->10, cross-entropy, SGD lr 0.01 momentum 0.9) on the same random float32 batch,
+with ``--threads`` threads (torch.set_num_threads; OpenBLAS gets OPENBLAS_NUM_THREADS).
+Achieved GFLOP/s are counted analytically (2 x MACs forward, x3 for forward + backward) and
+set against the GEMM GFLOP/s of NumPy's BLAS measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LEARNING_RATE, MOMENTUM, NUM_CLASSES = 0.01, 0.9, 10
+
+
+# ----------------------------------------------------------------------------- FLOP count
+def lenet_training_flops_per_image():
+    """2 x multiply-adds of one forward pass, x3 for forward + backward (two GEMMs each)."""
+    conv1 = 6 * 28 * 28 * (3 * 5 * 5)
+    conv2 = 16 * 10 * 10 * (6 * 5 * 5)
+    linears = 400 * 120 + 120 * 84 + 84 * 10
+    return 3 * 2 * (conv1 + conv2 + linears)
+
+
+# ----------------------------------------------------------------------------- models
+def minigrad_step_fn(batch_size, device):
+    sys.path.insert(0, REPO_ROOT)
+    import minigrad as mg
+    import minigrad.nn as nn
+    from minigrad.backend import np
+
+    mg.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, NUM_CLASSES),
+    ).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = make_minigrad_sgd(model)
+    images, labels = random_batch(np, batch_size)
+    inputs, targets = mg.tensor(images, device=device), mg.tensor(labels, device=device)
+
+    def step():
+        optimizer.zero_grad()
+        loss = criterion(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.item()  # .item() waits for the GPU, so the step is really finished
+
+    return step
+
+
+def make_minigrad_sgd(model):
+    try:
+        from minigrad import optim
+        return optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    except (ImportError, AttributeError):
+        return InlineMomentumSGD(list(model.parameters()))
+
+
+class InlineMomentumSGD:
+    """PyTorch's SGD with momentum (buffer starts as the first gradient), until minigrad.optim lands."""
+
+    def __init__(self, params):
+        self.params, self.buffers = params, [None] * len(params)
+
+    def zero_grad(self):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        for i, p in enumerate(self.params):
+            g = p.grad.data
+            if self.buffers[i] is None:
+                self.buffers[i] = g.copy()
+            else:
+                self.buffers[i] *= MOMENTUM
+                self.buffers[i] += g
+            p.data -= LEARNING_RATE * self.buffers[i]
+
+
+def torch_step_fn(batch_size, device, threads):
+    import numpy as np
+    import torch
+    import torch.nn as nn
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, NUM_CLASSES),
+    ).to(device)
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+    images, labels = random_batch(np, batch_size)
+    inputs, targets = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
+
+    def step():
+        optimizer.zero_grad()
+        loss = criterion(model(inputs), targets)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def random_batch(np, batch_size):
+    generator = np.random.default_rng(0)
+    images = generator.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
+    labels = generator.integers(0, NUM_CLASSES, size=batch_size).astype(np.int64)
+    return images, labels
+
+
+# ----------------------------------------------------------------------------- one worker
+def peak_rss_mib():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def run_worker(framework, batch_size, device, threads, warmup, steps):
+    """Time one framework at one batch size; returns a dict (printed as JSON by the subprocess)."""
+    step = (minigrad_step_fn(batch_size, device) if framework == "minigrad"
+            else torch_step_fn(batch_size, device, threads))
+    for _ in range(warmup):
+        step()
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    return {"framework": framework, "batch_size": batch_size, "median_step_s": median,
+            "images_per_s": batch_size / median, "peak_rss_mib": peak_rss_mib()}
+
+
+def gemm_gflops(size=2048, repeats=5):
+    """The machine's float32 GEMM speed through NumPy's BLAS (the ceiling for im2col convs)."""
+    import numpy as np
+    a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
+    a @ a
+    best = min(_timed(lambda: a @ a) for _ in range(repeats))
+    return 2 * size ** 3 / best / 1e9
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def spawn(arguments, threads):
+    """Run this script as a worker in a fresh process (its own RSS, its own thread setting)."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+               MKL_NUM_THREADS=str(threads))
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), *arguments],
+                            env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"worker {arguments} failed:\n{result.stderr}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- report
+def measure(args):
+    flops_per_image = lenet_training_flops_per_image()
+    machine_gemm = spawn(["--worker", "gemm"], args.threads)["gemm_gflops"]
+    rows = []
+    for batch_size in args.batch_sizes:
+        common = ["--batch-size", str(batch_size), "--device", args.device,
+                  "--warmup", str(args.warmup), "--steps", str(args.steps)]
+        best = {}
+        for _ in range(args.repeats):  # alternate frameworks so a busy moment hits both
+            for framework in ("torch", "minigrad"):
+                result = spawn(["--worker", framework, *common], args.threads)
+                if framework not in best or result["images_per_s"] > best[framework]["images_per_s"]:
+                    best[framework] = result
+        mg, pt = best["minigrad"], best["torch"]
+        rows.append({
+            "batch_size": batch_size,
+            "minigrad_images_per_s": mg["images_per_s"], "torch_images_per_s": pt["images_per_s"],
+            "ratio": mg["images_per_s"] / pt["images_per_s"],
+            "minigrad_peak_rss_mib": mg["peak_rss_mib"], "torch_peak_rss_mib": pt["peak_rss_mib"],
+            "rss_ratio": mg["peak_rss_mib"] / pt["peak_rss_mib"],
+            "minigrad_gflops": mg["images_per_s"] * flops_per_image / 1e9,
+            "torch_gflops": pt["images_per_s"] * flops_per_image / 1e9,
+        })
+    return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+            "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine_gemm, "results": rows}
+
+
+def print_table(report):
+    print(f"LeNet training step, device={report['device']}, threads={report['threads']}, "
+          f"median of {report['steps']} steps after {report['warmup']} warm-up; "
+          f"NumPy float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s")
+    header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} " \
+             f"{'mg GFLOP/s':>11} {'pt GFLOP/s':>11} {'mg RSS MiB':>11} {'pt RSS MiB':>11} {'RSS ratio':>9}"
+    print(header)
+    for row in report["results"]:
+        print(f"{row['batch_size']:>6} {row['minigrad_images_per_s']:>15.0f} {row['torch_images_per_s']:>12.0f} "
+              f"{row['ratio']:>6.2f} {row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
+              f"{row['minigrad_peak_rss_mib']:>11.0f} {row['torch_peak_rss_mib']:>11.0f} {row['rss_ratio']:>9.2f}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-sizes", type=lambda s: [int(b) for b in s.split(",")], default=[32, 128, 512],
+                        help="comma-separated batch sizes (default 32,128,512)")
+    parser.add_argument("--device", default="cpu", help="cpu (NumPy vs torch CPU) or cuda (CuPy vs torch CUDA)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    parser.add_argument("--steps", type=int, default=15, help="timed steps; the median is reported (default 15)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="fresh processes per framework and batch size; the fastest is kept (default 1)")
+    parser.add_argument("--json", action="store_true", help="print machine-readable results instead of a table")
+    parser.add_argument("--worker", choices=["minigrad", "torch", "gemm"], help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.steps < 10:
+        raise SystemExit(f"--steps: expected at least 10 timed steps, got {args.steps}")
+    if args.worker == "gemm":
+        print(json.dumps({"gemm_gflops": gemm_gflops()}))
+    elif args.worker:
+        print(json.dumps(run_worker(args.worker, args.batch_size, args.device, args.threads,
+                                    args.warmup, args.steps)))
+    else:
+        report = measure(args)
+        print(json.dumps(report, indent=2)) if args.json else print_table(report)
+
+
+if __name__ == "__main__":
+    main()
