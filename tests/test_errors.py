@@ -1,0 +1,192 @@
+"""Bad input fails early with ValueError/TypeError naming the argument, the expected and the actual value."""
+import numpy as np
+import pytest
+
+import minigrad as mg
+import minigrad.nn as nn
+import minigrad.nn.functional as F
+
+
+def images(*shape):
+    return mg.tensor(np.zeros(shape), dtype="float32")
+
+
+# ----------------------------------------------------------------------------- conv and pooling
+def test_conv2d_rejects_an_input_that_is_not_4d():
+    with pytest.raises(ValueError, match=r"input must be 4-d \(N, C, H, W\), got shape \(3, 5, 5\)"):
+        F.conv2d(images(3, 5, 5), images(2, 3, 3, 3))
+
+
+def test_conv2d_layer_rejects_a_flattened_batch():
+    with pytest.raises(ValueError, match=r"input must be 4-d.*got shape \(2, 75\)"):
+        nn.Conv2d(3, 4, 3)(images(2, 75))
+
+
+def test_conv2d_rejects_wrong_input_channels_naming_both_counts():
+    with pytest.raises(ValueError, match=r"input channels: expected 3 .*got 1 \(input \(2, 1, 5, 5\)\)"):
+        nn.Conv2d(3, 4, 3)(images(2, 1, 5, 5))
+
+
+def test_conv2d_with_groups_expects_in_channels_over_groups_per_filter():
+    with pytest.raises(ValueError, match=r"input channels: expected 4 \(weight \(2, 2, 1, 1\), groups=2\), got 6"):
+        F.conv2d(images(1, 6, 3, 3), images(2, 2, 1, 1), groups=2)
+
+
+@pytest.mark.parametrize("stride", [-1, 0, (1, -2)])
+def test_conv2d_rejects_a_non_positive_stride(stride):
+    with pytest.raises(ValueError, match=r"stride must be positive, got \("):
+        F.conv2d(images(1, 1, 5, 5), images(1, 1, 3, 3), stride=stride)
+
+
+def test_conv2d_rejects_negative_padding_and_a_kernel_larger_than_the_input():
+    with pytest.raises(ValueError, match=r"padding must be non-negative, got \(-1, -1\)"):
+        F.conv2d(images(1, 1, 5, 5), images(1, 1, 3, 3), padding=-1)
+    with pytest.raises(ValueError, match=r"input height 2 \(padding 0\) is too small for kernel 3"):
+        F.conv2d(images(1, 1, 2, 5), images(1, 1, 3, 3))
+
+
+def test_conv2d_rejects_mixed_dtypes_naming_both():
+    with pytest.raises(TypeError, match="input dtype float64 differs from weight dtype float32"):
+        F.conv2d(mg.tensor(np.zeros((1, 1, 3, 3))), images(1, 1, 3, 3))
+
+
+def test_conv2d_rejects_a_stride_that_is_not_an_int_or_pair():
+    with pytest.raises(TypeError, match=r"stride: expected an int or a pair of ints, got 1.5"):
+        F.conv2d(images(1, 1, 3, 3), images(1, 1, 3, 3), stride=1.5)
+
+
+@pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
+@pytest.mark.parametrize("stride", [-1, 0])
+def test_pooling_rejects_a_non_positive_stride(pool, stride):
+    with pytest.raises(ValueError, match=rf"stride must be positive, got \({stride}, {stride}\)"):
+        pool(images(1, 1, 4, 4), 2, stride=stride)
+
+
+@pytest.mark.parametrize("layer", [nn.MaxPool2d, nn.AvgPool2d])
+def test_pooling_layers_reject_bad_rank_and_oversized_padding(layer):
+    with pytest.raises(ValueError, match=r"input must be 4-d \(N, C, H, W\), got shape \(4, 4\)"):
+        layer(2)(images(4, 4))
+    with pytest.raises(ValueError, match=r"padding must be between 0 and half the kernel \(2, 2\), got \(2, 2\)"):
+        layer(2, padding=2)(images(1, 1, 4, 4))
+
+
+def test_pooling_rejects_a_kernel_larger_than_the_input():
+    with pytest.raises(ValueError, match="input height 2 is smaller than kernel 3"):
+        F.max_pool2d(images(1, 1, 2, 5), 3)
+
+
+# ----------------------------------------------------------------------------- matmul and linear
+@pytest.mark.parametrize("shape_a, shape_b", [((2, 3), (4, 5)), ((3,), (4,)), ((5, 2, 3), (2, 2))])
+def test_matmul_rejects_mismatched_inner_dimensions_naming_both_shapes(shape_a, shape_b):
+    inner_a, inner_b = shape_a[-1], shape_b[0] if len(shape_b) == 1 else shape_b[-2]
+    with pytest.raises(ValueError, match=rf"inner dimensions must match, got shapes {shape_a} and {shape_b}".replace(
+            "(", r"\(").replace(")", r"\)") + rf" \({inner_a} != {inner_b}\)"):
+        images(*shape_a) @ images(*shape_b)
+
+
+def test_linear_layer_rejects_the_wrong_number_of_features():
+    with pytest.raises(ValueError, match=r"input features: expected 4 .*got 3 \(input \(2, 3\)\)"):
+        nn.Linear(4, 2)(images(2, 3))
+
+
+@pytest.mark.parametrize("features", [0, -3, 2.5])
+def test_linear_layer_rejects_a_non_positive_size(features):
+    with pytest.raises(ValueError, match=rf"in_features must be a positive int, got {features}"):
+        nn.Linear(features, 2)
+
+
+# ----------------------------------------------------------------------------- losses
+def logits(n=3, classes=4):
+    return mg.tensor(np.zeros((n, classes)), dtype="float32", requires_grad=True)
+
+
+@pytest.mark.parametrize("bad_label", [4, 7, -1])
+def test_cross_entropy_rejects_labels_out_of_range_naming_the_label(bad_label):
+    target = mg.tensor(np.array([0, bad_label, 1]))
+    with pytest.raises(ValueError, match=rf"target: expected class indices in \[0, 3\].*got {bad_label}"):
+        F.cross_entropy(logits(), target)
+
+
+def test_cross_entropy_accepts_ignore_index_outside_the_class_range():
+    loss = F.cross_entropy(logits(), mg.tensor(np.array([0, -100, 1])))
+    np.testing.assert_allclose(loss.item(), np.log(4), rtol=1e-6)
+
+
+def test_cross_entropy_rejects_float_labels_naming_the_dtype():
+    with pytest.raises(TypeError, match="target must hold integer class indices, got dtype float32"):
+        F.cross_entropy(logits(), mg.tensor([0.0, 1.0, 2.0]))
+
+
+def test_cross_entropy_rejects_mismatched_target_and_weight_shapes():
+    with pytest.raises(ValueError, match=r"target must have shape \(3,\) to match input \(3, 4\), got \(2,\)"):
+        F.cross_entropy(logits(), mg.tensor(np.array([0, 1])))
+    with pytest.raises(ValueError, match=r"weight must have shape \(4,\), got \(3,\)"):
+        F.cross_entropy(logits(), mg.tensor(np.array([0, 1, 2])), weight=mg.tensor(np.ones(3), dtype="float32"))
+    with pytest.raises(ValueError, match=r"input must be 2-d \(N, C\), got shape \(3,\)"):
+        F.cross_entropy(mg.tensor(np.zeros(3)), mg.tensor(np.array([0, 1, 2])))
+
+
+@pytest.mark.parametrize("make_loss", [
+    lambda: F.cross_entropy(logits(), mg.tensor(np.array([0, 1, 2])), reduction="avg"),
+    lambda: F.mse_loss(logits(), logits(), reduction="avg"),
+    lambda: nn.CrossEntropyLoss(reduction="avg"),
+    lambda: nn.MSELoss(reduction="avg"),
+])
+def test_losses_reject_an_unknown_reduction(make_loss):
+    with pytest.raises(ValueError, match=r"reduction: expected one of \('none', 'sum', 'mean'\), got 'avg'"):
+        make_loss()
+
+
+def test_cross_entropy_rejects_label_smoothing_outside_zero_one():
+    with pytest.raises(ValueError, match=r"label_smoothing: expected a value in \[0, 1\], got 1.5"):
+        F.cross_entropy(logits(), mg.tensor(np.array([0, 1, 2])), label_smoothing=1.5)
+
+
+def test_mse_loss_refuses_to_broadcast_naming_both_shapes():
+    with pytest.raises(ValueError, match=r"target shape must equal input shape \(3, 4\), got \(3, 1\)"):
+        F.mse_loss(logits(), logits(3, 1))
+
+
+# ----------------------------------------------------------------------------- other arguments
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_dropout_rejects_p_outside_zero_one(p):
+    with pytest.raises(ValueError, match=rf"p must be a probability in \[0, 1\], got {p}"):
+        F.dropout(logits(), p)
+    with pytest.raises(ValueError, match=rf"p must be a probability in \[0, 1\], got {p}"):
+        nn.Dropout(p)
+
+
+def test_reductions_reject_an_axis_out_of_range():
+    with pytest.raises(ValueError, match=r"axis: expected an axis in \[-2, 1\] for a 2-d tensor, got 2"):
+        logits().sum(axis=2)
+    with pytest.raises(ValueError, match=r"repeated axis in \(0, -2\)"):
+        logits().mean(axis=(0, -2))
+
+
+def test_reshape_rejects_a_shape_with_another_element_count():
+    with pytest.raises(ValueError, match=r"cannot view a tensor of shape \(3, 4\) \(12 elements\) as shape \(5, -1\)"):
+        logits().reshape(5, -1)
+
+
+def test_softmax_rejects_a_dim_out_of_range():
+    with pytest.raises(ValueError, match=r"dim: expected an axis in \[-2, 1\], got 2"):
+        logits().softmax(2)
+
+
+def test_requires_grad_on_integers_is_a_type_error():
+    with pytest.raises(TypeError, match="only floating-point tensors can require grad, got dtype int64"):
+        mg.tensor([1, 2], requires_grad=True)
+
+
+def test_backward_rejects_an_upstream_gradient_of_the_wrong_shape():
+    out = logits() * 2
+    with pytest.raises(ValueError, match=r"grad must have the output's shape \(3, 4\), got \(4, 3\)"):
+        out.backward(np.ones((4, 3), dtype=np.float32))
+
+
+def test_load_state_dict_errors_name_the_key_and_shapes():
+    model = nn.Linear(3, 2)
+    with pytest.raises(ValueError, match=r"missing \['bias'\]"):
+        model.load_state_dict({"weight": np.zeros((2, 3))})
+    with pytest.raises(ValueError, match=r"weight: expected shape \(2, 3\), got \(3, 2\)"):
+        model.load_state_dict({"weight": np.zeros((3, 2)), "bias": np.zeros(2)})
