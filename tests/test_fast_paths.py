@@ -1,0 +1,173 @@
+"""The fast conv/pool kernels against PyTorch (float64, rtol 1e-10), one test per trick they use.
+
+The tricks (see ops/conv.py and ops/pool.py): im2col built one pixel block at a time (whole
+rows, or a run of columns within a row when a row is too big), batch-last (C, H, W, N) arrays
+passed between consecutive conv/pool ops as NCHW views, the input gradient skipped for data,
+one strided add per kernel offset, and max-pool as strided slices with a first-wins mask.
+"""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as torch_F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minigrad as mg
+import minigrad.nn.functional as F
+from minigrad import backend
+
+from strategies import allow_device_fixture, conv_shapes
+from torch_check import assert_close, check_against_torch
+
+# (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation, groups)
+CONV_GEOMETRIES = [
+    pytest.param((1, 1, 1, 7, 5, (3, 3), (1, 1), (0, 0), (1, 1), 1), id="batch-1-odd-sizes"),
+    pytest.param((3, 3, 6, 11, 13, (5, 5), (1, 1), (0, 0), (1, 1), 1), id="lenet-conv1-like"),
+    pytest.param((2, 4, 6, 9, 8, (3, 2), (2, 3), (1, 2), (1, 1), 2), id="strides-padding-groups"),
+    pytest.param((2, 6, 3, 10, 9, (3, 3), (1, 2), (2, 1), (2, 3), 3), id="dilation-groups"),
+    pytest.param((5, 2, 4, 6, 6, (1, 1), (3, 2), (0, 0), (1, 1), 1), id="1x1-gapped-stride"),
+    pytest.param((2, 3, 2, 4, 3, (4, 3), (1, 1), (0, 0), (1, 1), 1), id="kernel-as-big-as-input"),
+]
+
+# Values per im2col block: 1 forces one output pixel per block (many column runs within a
+# row, ragged last run); 200 gives a few pixels; the default gives whole rows or everything.
+BLOCK_SIZES = [1, 200, None]
+
+
+def conv_problem(geometry, seed=0):
+    batch, in_c, out_c, height, width, kernel, stride, padding, dilation, groups = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, in_c, height, width))
+    weight = rng.standard_normal((out_c, in_c // groups, *kernel))
+    bias = rng.standard_normal(out_c)
+    return (x, weight, bias), dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def use_block_size(monkeypatch, block_elements):
+    if block_elements is not None:
+        monkeypatch.setattr(backend, "im2col_block_elements", lambda xp: block_elements)
+
+
+@pytest.mark.parametrize("block_elements", BLOCK_SIZES)
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+def test_conv2d_in_pixel_blocks_matches_torch(device, monkeypatch, geometry, block_elements):
+    use_block_size(monkeypatch, block_elements)
+    arrays, options = conv_problem(geometry)
+    check_against_torch(lambda x, w, b: F.conv2d(x, w, b, **options),
+                        lambda x, w, b: torch_F.conv2d(x, w, b, **options), *arrays, device=device)
+
+
+@settings(allow_device_fixture, max_examples=15)
+@given(config=conv_shapes(), block_elements=st.integers(1, 400), seed=st.integers(0, 2**32 - 1))
+def test_conv2d_matches_torch_for_any_block_size(device, config, block_elements, seed):
+    """Every drawn geometry, cut into blocks of a drawn size, still gives PyTorch's result."""
+    geometry = (config["batch"], config["in_channels"], config["out_channels"], config["height"],
+                config["width"], config["kernel"], config["stride"], config["padding"], config["dilation"],
+                config["groups"])
+    arrays, options = conv_problem(geometry, seed)
+    with pytest.MonkeyPatch.context() as patch:  # Hypothesis reruns the body: patch per example
+        use_block_size(patch, block_elements)
+        check_against_torch(lambda x, w, b: F.conv2d(x, w, b, **options),
+                            lambda x, w, b: torch_F.conv2d(x, w, b, **options), *arrays, device=device)
+
+
+def test_conv2d_of_data_computes_no_input_gradient_and_right_weight_gradient(device):
+    """The first layer's input is data: its gradient is skipped, the weight's still matches."""
+    (x, weight, bias), options = conv_problem(CONV_GEOMETRIES[2].values[0])
+    data = mg.tensor(x, device=device)
+    w, b = (mg.tensor(a, requires_grad=True, device=device) for a in (weight, bias))
+    F.conv2d(data, w, b, **options).sum().backward()
+    torch_w, torch_b = torch.tensor(weight, requires_grad=True), torch.tensor(bias, requires_grad=True)
+    torch_F.conv2d(torch.tensor(x), torch_w, torch_b, **options).sum().backward()
+    assert data.grad is None
+    assert_close(w.grad.numpy(), torch_w.grad.numpy(), "weight gradient")
+    assert_close(b.grad.numpy(), torch_b.grad.numpy(), "bias gradient")
+
+
+# ----------------------------------------------------------------------------- batch-last views between ops
+def lenet_features(F_, x, w1, b1, w2, b2, pool):
+    """conv, relu, pool, conv, relu, pool, flatten: batch-last views flow from op to op."""
+    pool_fn = getattr(F_, pool)
+    hidden = pool_fn(F_.relu(F_.conv2d(x, w1, b1)), 2)
+    hidden = pool_fn(F_.relu(F_.conv2d(hidden, w2, b2, padding=1)), 3, 2, 1)
+    return hidden.reshape(hidden.shape[0], -1)
+
+
+@pytest.mark.parametrize("pool", ["max_pool2d", "avg_pool2d"])
+def test_chained_conv_relu_pool_matches_torch(device, monkeypatch, pool):
+    use_block_size(monkeypatch, 300)
+    rng = np.random.default_rng(1)
+    arrays = (rng.standard_normal((3, 3, 13, 12)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4),
+              rng.standard_normal((5, 4, 3, 3)), rng.standard_normal(5))
+    check_against_torch(lambda *t: lenet_features(F, *t, pool=pool),
+                        lambda *t: lenet_features(torch_F, *t, pool=pool), *arrays, device=device)
+
+
+def test_conv_output_behaves_as_an_ordinary_nchw_array(device):
+    """The batch-last view that conv returns indexes, reshapes and sums like any NCHW tensor."""
+    (x, weight, bias), options = conv_problem(CONV_GEOMETRIES[1].values[0])
+    out = F.conv2d(mg.tensor(x, device=device), mg.tensor(weight, device=device), mg.tensor(bias, device=device))
+    expected = torch_F.conv2d(torch.tensor(x), torch.tensor(weight), torch.tensor(bias)).numpy()
+    assert out.shape == expected.shape
+    assert_close(out[1, 2].numpy(), expected[1, 2], "one feature map")
+    assert_close(out.reshape(out.shape[0], -1).numpy(), expected.reshape(expected.shape[0], -1), "flattened")
+    assert_close(out.sum(axis=(0, 2, 3)).numpy(), expected.sum(axis=(0, 2, 3)), "per-channel sums")
+
+
+@pytest.mark.parametrize("make_input", [
+    pytest.param(lambda a: a.transpose(0, 1, 3, 2), id="transposed"),
+    pytest.param(lambda a: a[:, :, ::2, 1:], id="strided-slice"),
+    pytest.param(lambda a: np.asfortranarray(a), id="fortran-order"),
+])
+def test_conv_and_pool_accept_inputs_of_any_memory_layout(device, make_input):
+    rng = np.random.default_rng(2)
+    x = make_input(rng.standard_normal((2, 3, 12, 11)))
+    weight = rng.standard_normal((4, 3, 3, 3))
+    check_against_torch(lambda x, w: F.max_pool2d(F.conv2d(x, w), 2),
+                        lambda x, w: torch_F.max_pool2d(torch_F.conv2d(x, w), 2), x, weight, device=device)
+
+
+# ----------------------------------------------------------------------------- pooling
+POOL_CASES = [  # (geometry, input shape)
+    pytest.param(dict(kernel_size=2), (3, 2, 8, 6), id="2x2-non-overlapping"),
+    pytest.param(dict(kernel_size=2), (1, 2, 7, 9), id="odd-input-drops-last-row-and-column"),
+    pytest.param(dict(kernel_size=3, stride=2, padding=1), (2, 3, 9, 8), id="overlapping-padded"),
+    pytest.param(dict(kernel_size=(3, 2), stride=1), (2, 1, 5, 6), id="overlapping-stride-1"),
+    pytest.param(dict(kernel_size=2, stride=3), (1, 2, 8, 7), id="gapped"),
+]
+
+
+@pytest.mark.parametrize("pool", ["max_pool2d", "avg_pool2d"])
+@pytest.mark.parametrize("geometry, shape", POOL_CASES)
+def test_pooling_matches_torch(device, pool, geometry, shape):
+    x = np.random.default_rng(3).standard_normal(shape)
+    check_against_torch(lambda t: getattr(F, pool)(t, **geometry),
+                        lambda t: getattr(torch_F, pool)(t, **geometry), x, device=device)
+
+
+@pytest.mark.parametrize("geometry, shape", POOL_CASES)
+def test_max_pool_ties_send_gradient_to_the_first_maximum_like_torch(device, geometry, shape):
+    """Few distinct values make many ties; the first-wins mask must pick PyTorch's pixel."""
+    x = np.random.default_rng(4).integers(-1, 2, size=shape).astype(np.float64)
+    check_against_torch(lambda t: F.max_pool2d(t, **geometry), lambda t: torch_F.max_pool2d(t, **geometry),
+                        x, device=device, rtol=0, atol=0)
+
+
+def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
+    x = -1.0 - np.random.default_rng(5).random((2, 2, 5, 5))
+    check_against_torch(lambda t: F.max_pool2d(t, 3, 2, 1), lambda t: torch_F.max_pool2d(t, 3, 2, 1),
+                        x, device=device)
+
+
+# ----------------------------------------------------------------------------- dtypes
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "avg_pool2d"])
+def test_float32_stays_float32_through_forward_and_backward(device, op):
+    rng = np.random.default_rng(6)
+    x = mg.tensor(rng.standard_normal((2, 3, 9, 9)).astype(np.float32), requires_grad=True, device=device)
+    w = mg.tensor(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), requires_grad=True, device=device)
+    b = mg.tensor(rng.standard_normal(4).astype(np.float32), requires_grad=True, device=device)
+    out = F.conv2d(x, w, b, padding=1) if op == "conv2d" else getattr(F, op)(x, 3, 2, 1)
+    (out * 0.5).sum().backward()
+    assert out.dtype == np.float32
+    leaves = (x, w, b) if op == "conv2d" else (x,)
+    assert [leaf.grad.dtype for leaf in leaves] == [np.float32] * len(leaves)
