@@ -51,15 +51,14 @@ def matmul_shape_pairs(draw):
 def reduction_cases(draw):
     """(shape, axis, keepdims) with axis None, an int (maybe negative) or a tuple of distinct axes."""
     shape = draw(small_shapes(min_dims=0, max_dims=3))
-    ndim = len(shape)
-    kinds = ["none"] + (["int", "tuple"] if ndim else [])
-    kind = draw(st.sampled_from(kinds))
+    axes = max(len(shape), 1)  # a 0-d tensor accepts axis 0 / -1, as in PyTorch
+    kind = draw(st.sampled_from(["none", "int", "tuple"]))
     if kind == "none":
         axis = None
     elif kind == "int":
-        axis = draw(st.integers(-ndim, ndim - 1))
+        axis = draw(st.integers(-axes, axes - 1))
     else:
-        axis = tuple(draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True)))
+        axis = tuple(draw(st.lists(st.integers(0, axes - 1), min_size=1, max_size=axes, unique=True)))
     return shape, axis, draw(st.booleans())
 
 
