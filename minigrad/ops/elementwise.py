@@ -80,12 +80,14 @@ class Pow(Function):
     def backward(self, grad):  # d(a^b)/da = b a^(b-1), d(a^b)/db = a^b log(a)
         a, b, out = self.saved
         xp = backend.xp_of(a)
-        grad_a = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
-        grad_b = None
+        grad_a = grad_b = None
+        if self.needs_input_grad[0]:
+            # b = 0: a^0 is constant, so 0 (also at a = 0, where b a^(b-1) is 0 * inf), as PyTorch.
+            grad_a = xp.where(b == 0, 0, grad * b * a ** (b - 1))
         if self.needs_input_grad[1]:
-            # Where a == 0 the true derivative b * 0^b * log(0) is 0 for b > 0 (PyTorch's choice).
-            log_a = xp.log(xp.where(a > 0, a, 1))
-            grad_b = grad * out * log_a
+            # a = 0, b >= 0: 0^b log(0) tends to 0 (PyTorch's choice); a < 0 stays nan, as in PyTorch.
+            limit_is_zero = (a == 0) & (b >= 0)
+            grad_b = xp.where(limit_is_zero, 0, grad * out * xp.log(xp.where(limit_is_zero, 1, a)))
         return grad_a, grad_b
 
 

@@ -19,6 +19,8 @@ def normalize_axes(axis, ndim, argument="axis"):
         normalized.append(a % bound)
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"{argument}: repeated axis in {axis!r}")
+    if ndim == 0:
+        return ()  # axis 0 of a 0-d tensor names the tensor itself: nothing to reduce
     return tuple(sorted(normalized))
 
 
