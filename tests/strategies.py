@@ -87,16 +87,22 @@ def flatten_cases(draw):
 
 @st.composite
 def basic_indices(draw, shape):
-    """A tuple of ints and positive-step slices (PyTorch has no negative steps), maybe with None."""
+    """A tuple of ints and positive-step slices (PyTorch has no negative steps), maybe with None,
+    indexing either the leading axes or, after an Ellipsis, the trailing ones."""
+    count = draw(st.integers(0, len(shape)))
+    from_the_end = draw(st.booleans())
+    indexed_sizes = shape[len(shape) - count:] if from_the_end else shape[:count]
     parts = []
-    for size in shape[:draw(st.integers(0, len(shape)))]:
+    for size in indexed_sizes:
         if draw(st.booleans()):
             parts.append(draw(st.integers(-size, size - 1)))
         else:
             start = draw(st.none() | st.integers(-size - 1, size + 1))
             stop = draw(st.none() | st.integers(-size - 1, size + 1))
             parts.append(slice(start, stop, draw(st.none() | st.integers(1, 3))))
-    if draw(st.booleans()):
+    if from_the_end:
+        parts.insert(0, Ellipsis)
+    if draw(st.booleans()):  # a new axis consumes no input axis, so it may go anywhere
         parts.insert(draw(st.integers(0, len(parts))), None)
     return tuple(parts)
 

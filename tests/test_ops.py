@@ -223,6 +223,15 @@ def test_integer_array_indexing_with_repeats_sums_gradients_like_torch(where, de
         check_against_torch(lambda t, i: t[:, i], lambda t, i: t[:, i], x, positions, device=device)
 
 
+@allow_device_fixture
+@given(data=st.data())
+def test_boolean_mask_indexing_matches_torch(device, data):
+    shape = data.draw(small_shapes(min_dims=1, max_dims=3), label="shape")
+    mask = data.draw(hnp.arrays(np.bool_, shape), label="mask")
+    x = data.draw(float64_arrays(shape), label="x")
+    check_against_torch(lambda t, m: t[m], lambda t, m: t[m], x, mask, device=device)
+
+
 def test_a_repeated_index_receives_the_sum_of_its_gradients(device):
     x = mg.tensor(np.arange(3.0), requires_grad=True, device=device)
     x[mg.tensor(np.array([2, 0, 2, 2]), device=device)].sum().backward()
