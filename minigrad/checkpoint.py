@@ -84,15 +84,22 @@ def load(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no checkpoint there")
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if META_KEY not in archive.files:
-                raise ValueError(f"{path}: not a minigrad checkpoint (no {META_KEY} entry)")
-            meta = json.loads(archive[META_KEY].tobytes().decode("utf-8"))
-            arrays = {key: archive[key] for key in archive.files if key != META_KEY}
-    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        loaded = np.load(path, allow_pickle=False)
+        if not hasattr(loaded, "files"):  # a bare .npy array, not an .npz archive
+            raise ValueError(f"a single {loaded.dtype} array of shape {loaded.shape}, not an .npz archive")
+        with loaded as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:  # ValueError: pickled objects inside
         raise ValueError(f"{path}: corrupt or truncated checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a minigrad checkpoint (format {meta.get('format')!r})")
+    if META_KEY not in arrays:
+        raise ValueError(f"{path}: not a minigrad checkpoint (no {META_KEY} entry)")
+    try:
+        meta = json.loads(arrays.pop(META_KEY).tobytes().decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: corrupt checkpoint metadata ({error})") from error
+    format_name = meta.get("format") if isinstance(meta, dict) else None
+    if format_name != FORMAT:
+        raise ValueError(f"{path}: not a minigrad checkpoint (format: expected {FORMAT!r}, got {format_name!r})")
     if meta.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version: expected {VERSION}, got {meta.get('version')!r}")
     return _decode(meta["state"], arrays, path)
