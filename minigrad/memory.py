@@ -189,7 +189,7 @@ def measured_optimizer_state_bytes(optimizer):
     if optimizer is None or not optimizer.state:
         return None
     return sum(value.nbytes for entry in optimizer.state.values() for value in entry.values()
-               if hasattr(value, "nbytes") and getattr(value, "ndim", 0) > 0)  # Adam's step count is a number
+               if hasattr(value, "shape"))  # arrays only: Adam's step count is a Python int
 
 
 STATE_WORDS = {0: "x 0: plain SGD keeps nothing", 1: "x 1: the momentum buffer",

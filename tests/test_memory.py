@@ -1,8 +1,10 @@
 """minigrad.memory: the four parts of training memory (SPEC section 6), each checked against a
 count made without it: PyTorch's parameters, optimizer state and saved tensors, or by hand."""
+import gc
 import os
 import subprocess
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -157,6 +159,24 @@ def test_saved_arrays_are_counted_once_by_the_memory_they_own():
     assert memory.memory_owner(owner[1:, ::2].T) is owner
     assert memory.memory_owner(np.lib.stride_tricks.sliding_window_view(owner, 2, axis=0)) is owner
     assert memory.unique_bytes([owner[:1], owner.T, np.ones(3)], already_counted=set()) == 4 * 6 * 8 + 3 * 8
+
+
+def test_graph_held_is_what_stays_allocated_after_the_forward_pass():
+    """An independent check with tracemalloc (which sees NumPy's allocations): after the forward
+    pass, what is still allocated is the saved arrays *and* every layer's output, because each
+    node keeps its input tensors until backward. Python's own node objects add a little."""
+    model, (images, labels) = small_lenet(), image_batch(128)
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        loss = nn.CrossEntropyLoss()(model(images), labels)
+        gc.collect()
+        alive = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    held, saved = memory.graph_held_bytes(loss), memory.saved_activation_bytes(loss)
+    assert held <= alive <= held * 1.05
+    assert saved <= held
 
 
 def test_accumulation_caps_activations_at_one_micro_batch(device):
