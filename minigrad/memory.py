@@ -102,24 +102,19 @@ def budget(model, optimizer, inputs, targets=None, criterion=None, micro_batch_s
     ``optimizer`` may be None (no state); ``targets`` and ``criterion`` go together (without
     them the graph ends at ``outputs.sum()``, whose backward saves nothing); ``micro_batch_size``
     is what ``train.accumulate`` takes. The model runs forward and backward on the batch to
-    measure parts 4 and the peak; its ``.grad``s and the random state are put back afterwards.
+    measure part 4 and the peak; its ``.grad``s and the random state are put back afterwards.
     """
     inputs, targets = check_budget_arguments(model, optimizer, inputs, targets, criterion)
     parts = micro_batch_slices(inputs.shape[0], micro_batch_size)
     micro_batch = max(parts, key=lambda part: part.stop - part.start)  # the largest one
     micro_batch_size = micro_batch.stop - micro_batch.start
     optimizer_state = predicted_optimizer_state_bytes(optimizer)  # raises for an unknown optimizer
-    with scratch_gradients(model):
-        loss = loss_of(model, criterion, inputs, targets, micro_batch)
-        activations, graph_held = saved_activation_bytes(loss), graph_held_bytes(loss)
-        loss.backward()  # frees the graph before the peak is measured
-        model.zero_grad()
-        peak, peak_method = measure_peak(lambda sample: forward_backward_all(
-            model, criterion, inputs, targets, parts, sample), inputs.device)
+    activations, graph_held, peak, peak_method = measure_activations(model, criterion, inputs, targets, parts,
+                                                                     micro_batch)
     return MemoryBudget(
         parameters=parameter_and_gradient_bytes(model),
         optimizer_state=optimizer_state,
-        batch=inputs.data.nbytes + (0 if targets is None else targets.data.nbytes),
+        batch=inputs.data.nbytes + (0 if targets is None else targets.data.nbytes),  # all of it, always
         activations=activations,
         activations_predicted=predicted_or_none(model, (micro_batch_size, *inputs.shape[1:]),
                                                 inputs.dtype, criterion),
@@ -130,6 +125,18 @@ def budget(model, optimizer, inputs, targets=None, criterion=None, micro_batch_s
         optimizer_words=optimizer_words(optimizer),
         batch_size=inputs.shape[0], micro_batch_size=micro_batch_size,
         values_per_sample=inputs.size // inputs.shape[0], dtype=str(inputs.dtype))
+
+
+def measure_activations(model, criterion, inputs, targets, parts, micro_batch):
+    """Part 4 from one forward pass on ``micro_batch``, then the peak of the whole accumulation."""
+    with scratch_gradients(model):
+        loss = loss_of(model, criterion, inputs, targets, micro_batch)
+        activations, graph_held = saved_activation_bytes(loss), graph_held_bytes(loss)
+        loss.backward()  # frees the graph before the peak is measured
+        model.zero_grad()
+        peak, peak_method = measure_peak(lambda sample: forward_backward_all(
+            model, criterion, inputs, targets, parts, sample), inputs.device)
+    return activations, graph_held, peak, peak_method
 
 
 def check_budget_arguments(model, optimizer, inputs, targets, criterion):

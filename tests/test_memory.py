@@ -215,7 +215,8 @@ def test_budget_leaves_gradients_and_the_random_state_as_they_were():
                            nn.MaxPool2d(2), nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84),
                            nn.ReLU(), nn.Linear(84, 10)), (2, 3, 32, 32), nn.CrossEntropyLoss(reduction="sum")),
     (lambda: nn.Sequential(nn.Conv2d(2, 3, 3, stride=2, padding=1, dilation=2), nn.Tanh(), nn.AvgPool2d(2, padding=1),
-                           nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Flatten(), nn.Linear(36, 5)), (3, 2, 9, 9), nn.MSELoss()),
+                           nn.Conv2d(3, 4, 1), nn.Sigmoid(), nn.Flatten(), nn.Linear(36, 5)),
+     (3, 2, 9, 9), nn.MSELoss()),
     (lambda: nn.Sequential(nn.MaxPool2d(2), nn.ReLU(), nn.Flatten(), nn.Linear(8, 4), nn.ReLU(),
                            nn.Linear(4, 3)), (5, 2, 4, 4), nn.CrossEntropyLoss(ignore_index=1)),
 ], ids=["small-lenet", "lenet", "strided-tanh-avgpool-mse", "no-grad-before-first-linear"])
@@ -304,7 +305,7 @@ def test_bad_arguments_are_named():
         memory.budget(model, None, images, labels)
     with pytest.raises(ValueError, match=r"targets: expected 4 samples like inputs \(4, 3, 12, 12\), got shape \(3,\)"):
         memory.budget(model, None, images, labels[:3], criterion)
-    with pytest.raises(ValueError, match=r"inputs: expected a batch with at least one sample, got shape \(0, 3, 12, 12\)"):
+    with pytest.raises(ValueError, match=r"inputs: expected a batch with at least one sample, got shape \(0, 3, 12"):
         memory.budget(model, None, images[:0], labels[:0], criterion)
     with pytest.raises(TypeError, match="inputs: expected a Tensor or an array, got list"):
         memory.budget(model, None, [[1.0]], labels, criterion)
