@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import minigrad as mg
+import minigrad.nn as nn
 
 from torch_check import check_against_torch
 
@@ -153,3 +154,15 @@ def test_dim_and_keepdim_are_aliases_of_axis_and_keepdims(reduction):
     assert getattr(mg, reduction)(x, dim=(0, 2)).shape == (3,)
     with pytest.raises(TypeError, match="either axis= or dim="):
         getattr(x, reduction)(axis=1, dim=1)
+
+
+def test_a_float32_network_and_its_losses_stay_float32_through_backward():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.MaxPool2d(2, stride=1),
+                          nn.Flatten(), nn.Dropout(0.3), nn.Linear(2, 3))
+    out = model(mg.randn(4, 1, 4, 4))
+    losses = [nn.CrossEntropyLoss(label_smoothing=0.1)(out, mg.tensor(np.array([0, 1, 2, 1]))),
+              nn.MSELoss()(out, mg.zeros(4, 3))]
+    for loss in losses:
+        assert loss.dtype == np.float32
+        loss.backward(retain_graph=True)  # both losses share the network's graph
+    assert all(parameter.grad.dtype == np.float32 for parameter in model.parameters())
