@@ -138,13 +138,16 @@ def run_worker(framework, batch_size, device, threads, warmup, steps):
             else torch_step_fn(batch_size, device, threads))
     for _ in range(warmup):
         step()
-    seconds = []
+    seconds, cpu_seconds = [], []
     for _ in range(steps):
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
         seconds.append(time.perf_counter() - start)
+        cpu_seconds.append(time.process_time() - cpu_start)
     median = statistics.median(seconds)
+    # CPU seconds (all threads) per step: less sensitive than wall time to other processes.
     return {"framework": framework, "batch_size": batch_size, "median_step_s": median,
+            "median_cpu_s_per_step": statistics.median(cpu_seconds),
             "images_per_s": batch_size / median, "peak_rss_mib": peak_rss_mib()}
 
 
@@ -177,6 +180,7 @@ def spawn(arguments, threads):
 # ----------------------------------------------------------------------------- report
 def measure(args):
     flops_per_image = lenet_training_flops_per_image()
+    load_before = os.getloadavg()[0]
     machine_gemm = spawn(["--worker", "gemm"], args.threads)["gemm_gflops"]
     rows = []
     for batch_size in args.batch_sizes:
@@ -197,22 +201,30 @@ def measure(args):
             "rss_ratio": mg["peak_rss_mib"] / pt["peak_rss_mib"],
             "minigrad_gflops": mg["images_per_s"] * flops_per_image / 1e9,
             "torch_gflops": pt["images_per_s"] * flops_per_image / 1e9,
+            "minigrad_cpu_ms_per_step": 1e3 * mg["median_cpu_s_per_step"],
+            "torch_cpu_ms_per_step": 1e3 * pt["median_cpu_s_per_step"],
         })
     return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-            "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine_gemm, "results": rows}
+            "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine_gemm,
+            # Other processes skew wall-clock ratios (2-thread PyTorch suffers most): check these.
+            "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0],
+            "results": rows}
 
 
 def print_table(report):
     print(f"LeNet training step, device={report['device']}, threads={report['threads']}, "
           f"median of {report['steps']} steps after {report['warmup']} warm-up; "
-          f"NumPy float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s")
+          f"NumPy float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s; load average "
+          f"{report['load_average_1min_before']:.1f} before, {report['load_average_1min_after']:.1f} after")
     header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} " \
-             f"{'mg GFLOP/s':>11} {'pt GFLOP/s':>11} {'mg RSS MiB':>11} {'pt RSS MiB':>11} {'RSS ratio':>9}"
+             f"{'mg GFLOP/s':>11} {'pt GFLOP/s':>11} {'mg RSS MiB':>11} {'pt RSS MiB':>11} {'RSS ratio':>9} " \
+             f"{'mg CPU ms':>10} {'pt CPU ms':>10}"
     print(header)
     for row in report["results"]:
         print(f"{row['batch_size']:>6} {row['minigrad_images_per_s']:>15.0f} {row['torch_images_per_s']:>12.0f} "
               f"{row['ratio']:>6.2f} {row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
-              f"{row['minigrad_peak_rss_mib']:>11.0f} {row['torch_peak_rss_mib']:>11.0f} {row['rss_ratio']:>9.2f}")
+              f"{row['minigrad_peak_rss_mib']:>11.0f} {row['torch_peak_rss_mib']:>11.0f} {row['rss_ratio']:>9.2f} "
+              f"{row['minigrad_cpu_ms_per_step']:>10.1f} {row['torch_cpu_ms_per_step']:>10.1f}")
 
 
 def parse_args(argv=None):

@@ -48,13 +48,18 @@ class MaxPool2d(Function):
         grad_out = batch_last(grad)                                            # (C, OH, OW, N)
         grad_padded = xp.zeros_like(x_padded)
         unclaimed = xp.ones(out.shape, dtype=bool)                             # windows not yet routed
+        windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
         # First wins: visiting offsets in row-major order and routing each window's gradient to
         # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
         for kh, kw in kernel_offsets(kernel):
             region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
-            winner = (x_padded[region] == out) & unclaimed
-            grad_padded[region] += grad_out * winner     # += : overlapping windows share pixels
-            unclaimed &= ~winner
+            winner = xp.equal(x_padded[region], out)
+            winner &= unclaimed
+            unclaimed ^= winner                                                # winner is within unclaimed
+            if windows_overlap:
+                grad_padded[region] += grad_out * winner
+            else:  # each pixel is in one window at most: write in place, no temporary
+                xp.multiply(grad_out, winner, out=grad_padded[region])
         return batch_first(unpad_spatial(grad_padded, padding))
 
 
