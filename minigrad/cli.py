@@ -35,14 +35,19 @@ CONFIG_KEYS = ("dataset", "data_dir", "model", "epochs", "batch_size", "micro_ba
 
 # ----------------------------------------------------------------------------- options
 def build_parser():
+    """``minigrad COMMAND``: lists the commands (``--help``) and rejects unknown ones."""
     parser = argparse.ArgumentParser(prog="minigrad", description="minigrad: a small, exact deep-learning stack.")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_train_options(commands.add_parser(
-        "train", help="train a model on a data set",
-        description="Train a classifier on a real data set and report loss and (per-class) accuracy. "
-                    "The defaults train an MLP on scikit-learn's 8x8 digits in seconds.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter))
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands.add_parser("train", help="train a model on a data set (see `python -m minigrad train --help`)",
+                        add_help=False)
     return parser
+
+
+def build_train_parser():
+    return add_train_options(argparse.ArgumentParser(
+        prog="minigrad train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a classifier on a real data set and report loss and (per-class) accuracy. "
+                    "The defaults train an MLP on scikit-learn's 8x8 digits in seconds."))
 
 
 def add_train_options(parser):
@@ -81,11 +86,13 @@ def add_train_options(parser):
     return parser
 
 
-def explicit_options(parser, argv):
-    """The options the user actually typed (a resumed run must not silently change them)."""
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return vars(parser.parse_args(argv))
+def explicit_options(argv):
+    """The options the user actually typed (a resumed run must not silently change them):
+    parse again with every default replaced by a marker, then drop what still holds it."""
+    not_given = object()
+    parser = build_train_parser()
+    parser.set_defaults(**{name: not_given for name in vars(parser.parse_args([]))})
+    return {name: value for name, value in vars(parser.parse_args(argv)).items() if value is not not_given}
 
 
 def validate(parser, args):
@@ -243,7 +250,7 @@ def print_report(record, class_names, test_count):
 # ----------------------------------------------------------------------------- the command
 def train_command(parser, argv):
     args = parser.parse_args(argv)
-    explicit = explicit_options(add_train_options(argparse.ArgumentParser(add_help=False)), argv)
+    explicit = explicit_options(argv)
     validate(parser, args)
     config, state = ({name: getattr(args, name) for name in CONFIG_KEYS}, None)
     if args.resume:
@@ -310,11 +317,7 @@ def train_command(parser, argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    if not argv or argv[0] not in ("train", "-h", "--help"):
-        parser.error(f"expected a command: train (got {argv[0] if argv else 'none'}); "
-                     f"try `python -m minigrad train --help`")
-    if argv[0] != "train":
-        parser.parse_args(argv)  # prints the help and exits
-    train_parser = parser._subparsers._group_actions[0].choices["train"]
-    return train_command(train_parser, argv[1:])
+    if argv[:1] == ["train"]:
+        return train_command(build_train_parser(), argv[1:])
+    build_parser().parse_args(argv)  # --help, or an argparse error naming the valid commands
+    return 2

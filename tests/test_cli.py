@@ -57,9 +57,11 @@ def test_invalid_values_get_argparse_errors(arguments, message, capsys):
 
 
 def test_no_command_is_an_error(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main([])
-    assert exit_info.value.code == 2 and "expected a command: train" in capsys.readouterr().err
+    for argv, message in (([], "the following arguments are required: COMMAND"),
+                          (["fit"], "argument COMMAND: invalid choice: 'fit' (choose from 'train')")):
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main(argv)
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_a_run_writes_metrics_checkpoint_and_plot(tmp_path, capsys):
