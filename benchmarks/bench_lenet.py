@@ -160,6 +160,16 @@ def gemm_gflops(size=2048, repeats=5):
     return 2 * size ** 3 / best / 1e9
 
 
+def numpy_blas():
+    """Which BLAS NumPy calls, e.g. 'scipy-openblas 0.3.31' (from numpy.show_config)."""
+    import numpy as np
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas['name']} {blas['version']}"
+    except (TypeError, KeyError):  # NumPy < 1.25 has no mode="dicts"
+        return "unknown"
+
+
 def _timed(fn):
     start = time.perf_counter()
     fn()
@@ -181,7 +191,7 @@ def spawn(arguments, threads):
 def measure(args):
     flops_per_image = lenet_training_flops_per_image()
     load_before = os.getloadavg()[0]
-    machine_gemm = spawn(["--worker", "gemm"], args.threads)["gemm_gflops"]
+    machine = spawn(["--worker", "gemm"], args.threads)
     rows = []
     for batch_size in args.batch_sizes:
         common = ["--batch-size", str(batch_size), "--device", args.device,
@@ -205,7 +215,8 @@ def measure(args):
             "torch_cpu_ms_per_step": 1e3 * pt["median_cpu_s_per_step"],
         })
     return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-            "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine_gemm,
+            "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine["gemm_gflops"],
+            "numpy_blas": machine["numpy_blas"],
             # Other processes skew wall-clock ratios (2-thread PyTorch suffers most): check these.
             "load_average_1min_before": load_before, "load_average_1min_after": os.getloadavg()[0],
             "results": rows}
@@ -214,7 +225,7 @@ def measure(args):
 def print_table(report):
     print(f"LeNet training step, device={report['device']}, threads={report['threads']}, "
           f"median of {report['steps']} steps after {report['warmup']} warm-up; "
-          f"NumPy float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s; load average "
+          f"NumPy ({report['numpy_blas']}) float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s; load average "
           f"{report['load_average_1min_before']:.1f} before, {report['load_average_1min_after']:.1f} after")
     header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} " \
              f"{'mg GFLOP/s':>11} {'pt GFLOP/s':>11} {'mg RSS MiB':>11} {'pt RSS MiB':>11} {'RSS ratio':>9} " \
@@ -249,7 +260,7 @@ def main(argv=None):
     if args.steps < 10:
         raise SystemExit(f"--steps: expected at least 10 timed steps, got {args.steps}")
     if args.worker == "gemm":
-        print(json.dumps({"gemm_gflops": gemm_gflops()}))
+        print(json.dumps({"gemm_gflops": gemm_gflops(), "numpy_blas": numpy_blas()}))
     elif args.worker:
         print(json.dumps(run_worker(args.worker, args.batch_size, args.device, args.threads,
                                     args.warmup, args.steps)))

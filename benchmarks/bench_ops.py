@@ -49,7 +49,7 @@ def labels_for(logits):
     labels = np.arange(logits.shape[0], dtype=np.int64) % logits.shape[1]
     if type(logits).__module__.startswith("torch"):
         import torch
-        return torch.from_numpy(labels)
+        return torch.from_numpy(labels).to(logits.device)
     import minigrad as mg
     return mg.tensor(labels, device=logits.device)
 
@@ -83,16 +83,16 @@ def measure(args):
     sys.path.insert(0, REPO_ROOT)
     import minigrad as mg
     import torch
+    from minigrad.backend import parse_device, xp_for
 
     torch.set_num_threads(args.threads)
     device = args.device
     torch_device = "cuda" if device.startswith("cuda") else "cpu"
 
-    def sync():
+    def sync():  # GPU work is asynchronous: wait for it before reading the clock
         if device.startswith("cuda"):
             torch.cuda.synchronize()
-            from minigrad.backend import xp_for
-            xp_for(mg.backend.parse_device(device)).cuda.Device().synchronize()
+            xp_for(parse_device(device)).cuda.Device().synchronize()
 
     rows = []
     for name, shapes, mg_fn, torch_fn, grad_positions in lenet_op_cases(args.batch_size):

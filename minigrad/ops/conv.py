@@ -139,7 +139,8 @@ class Conv2d(Function):
         weight_matrix = w.reshape(groups, out_c // groups, -1)                # (g, O/g, C/g*KH*KW)
         bias_column = bias[0].reshape(-1, 1, 1, 1) if bias else 0
         out = xp.empty((out_c, *out_hw, n), dtype=x.dtype)                    # (O, OH, OW, N)
-        for rows, cols in pixel_blocks(out_hw, channels * kernel_h * kernel_w * n, backend.im2col_block_elements(xp)):
+        elements_per_pixel = channels * kernel_h * kernel_w * n                # one pixel's columns, whole batch
+        for rows, cols in pixel_blocks(out_hw, elements_per_pixel, backend.im2col_block_elements(xp)):
             block_out = xp.matmul(weight_matrix, im2col(view, rows, cols, groups))   # (g, O/g, r*c*N)
             target = out[:, rows, cols]
             xp.add(block_out.reshape(target.shape), bias_column, out=target)
@@ -168,7 +169,8 @@ class Conv2d(Function):
         view = windows(x_padded, w_shape[2:], stride, dilation, out_hw)
         # Accumulated as (C/g*KH*KW, O/g), cols @ dout^T: OpenBLAS runs this orientation of the
         # long, thin product faster than dout @ cols^T.
-        grad_w_t = xp.zeros((groups, w_shape[1] * w_shape[2] * w_shape[3], w_shape[0] // groups), dtype=grad_out.dtype)
+        rows_per_group = w_shape[1] * w_shape[2] * w_shape[3]                  # C/g*KH*KW
+        grad_w_t = xp.zeros((groups, rows_per_group, w_shape[0] // groups), dtype=grad_out.dtype)
         elements_per_pixel = x_padded.shape[0] * w_shape[2] * w_shape[3] * x_padded.shape[3]
         for rows, cols in pixel_blocks(out_hw, elements_per_pixel, backend.im2col_block_elements(xp)):
             grad_block = grad_out[:, rows, cols].reshape(groups, w_shape[0] // groups, -1)   # (g, O/g, r*c*N)
