@@ -12,6 +12,7 @@ the process back where the uninterrupted run was, so the next batches are the sa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -150,8 +151,9 @@ def load_data(config, download):
     split = load_dataset(config["dataset"], config["data_dir"], download=download)
     split = split.limited(config["limit_train"], config["limit_test"])
     dtype = backend.parse_dtype(config["dtype"])
-    return split, (split.train_images.astype(dtype), split.train_labels), (split.test_images.astype(dtype),
-                                                                           split.test_labels)
+    train_arrays = (split.train_images.astype(dtype, copy=False), split.train_labels)
+    test_arrays = (split.test_images.astype(dtype, copy=False), split.test_labels)
+    return split, train_arrays, test_arrays
 
 
 def progress_bar(total, description, enabled):
@@ -248,68 +250,104 @@ def print_report(record, class_names, test_count):
 
 
 # ----------------------------------------------------------------------------- the command
-def train_command(parser, argv):
-    args = parser.parse_args(argv)
-    explicit = explicit_options(argv)
-    validate(parser, args)
-    config, state = ({name: getattr(args, name) for name in CONFIG_KEYS}, None)
-    if args.resume:
-        config, state = resumed_config(parser, args, explicit)
-    out_dir = args.out or args.resume
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds; a checkpoint is a snapshot of it."""
 
+    config: dict
+    split: object          # the DatasetSplit (class names, image shape)
+    model: object
+    optimizer: object
+    criterion: object
+    train_loader: DataLoader
+    test_loader: DataLoader
+    history: list = dataclasses.field(default_factory=list)   # one record per finished epoch
+
+    def snapshot(self):
+        return {"epoch": len(self.history), "config": self.config, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "loader": self.train_loader.state_dict(),
+                "rng": random.get_state(), "history": self.history}
+
+    def restore(self, state, source):
+        """Put a snapshot back; model and optimizer are validated before anything changes."""
+        checkpoint.load_model_state(self.model, state["model"], source)  # names and shapes checked first
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.train_loader.load_state_dict(state["loader"])
+        random.set_state(state["rng"])  # dropout masks continue where they stopped
+        self.history = list(state["history"])
+
+
+def build_run(config, download):
+    """Seed, load the data, build model, optimizer and loaders: in this order, on every run,
+    so a resumed run consumes the random generator exactly as the original did."""
     random.manual_seed(config["seed"])
-    try:
-        split, train_arrays, test_arrays = load_data(config, args.download)
-    except (OSError, ValueError) as error:
-        print(f"minigrad train: error: {error}", file=sys.stderr)
-        return 1
-    model = build_model(config["model"], split.image_shape, split.num_classes).to(config["dtype"]).to(config["device"])
-    optimizer = make_optimizer(config, model.parameters())
-    criterion = nn.CrossEntropyLoss()
+    split, train_arrays, test_arrays = load_data(config, download)
+    model = build_model(config["model"], split.image_shape, split.num_classes)
+    model.to(config["dtype"]).to(config["device"])
     train_loader = DataLoader(TensorDataset(*train_arrays), batch_size=config["batch_size"], shuffle=True,
                               seed=config["seed"], device=config["device"])
     test_loader = DataLoader(TensorDataset(*test_arrays), batch_size=EVAL_BATCH_SIZE, device=config["device"])
-    history, start_epoch = [], 0
+    return Run(config, split, model, make_optimizer(config, model.parameters()), nn.CrossEntropyLoss(),
+               train_loader, test_loader)
+
+
+def train_epoch(run, epoch, show_progress):
+    """Train one epoch (0-based ``epoch``), evaluate, and return its metrics record."""
+    started = time.perf_counter()
+    bar = progress_bar(len(run.train_loader), f"epoch {epoch + 1}/{run.config['epochs']}", show_progress)
+    step_losses = []
+    try:
+        train_stats = train.train_one_epoch(run.model, run.criterion, run.optimizer, run.train_loader,
+                                            run.config["micro_batch_size"], epoch=epoch,
+                                            on_step=step_reporter(bar, step_losses))
+    finally:
+        if bar is not None:
+            bar.close()
+    test_stats = train.evaluate(run.model, run.criterion, run.test_loader, run.split.num_classes)
+    return epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started)
+
+
+def describe(run, resumed_after):
+    config = run.config
+    micro = f" in micro-batches of {config['micro_batch_size']}" if config["micro_batch_size"] else ""
+    resumed = f", resumed after epoch {resumed_after}" if resumed_after else ""
+    return (f"training {config['model']} on {run.split.name}: {len(run.train_loader.dataset)} train / "
+            f"{len(run.test_loader.dataset)} test images {run.split.image_shape}, {config['optimizer']} lr "
+            f"{config['lr']}, batch {config['batch_size']}{micro}, {config['device']} {config['dtype']}{resumed}")
+
+
+def train_command(parser, argv):
+    args = parser.parse_args(argv)
+    validate(parser, args)
+    config, state = {name: getattr(args, name) for name in CONFIG_KEYS}, None
+    if args.resume:
+        config, state = resumed_config(parser, args, explicit_options(argv))
+    out_dir = args.out or args.resume
+    try:
+        run = build_run(config, args.download)
+    except (OSError, ValueError) as error:  # missing or corrupt data files, failed downloads
+        print(f"minigrad train: error: {error}", file=sys.stderr)
+        return 1
     if state is not None:
         try:
-            checkpoint.load_model_state(model, state["model"], os.path.join(args.resume, CHECKPOINT_FILE))
-            optimizer.load_state_dict(state["optimizer"])
+            run.restore(state, os.path.join(args.resume, CHECKPOINT_FILE))
         except ValueError as error:
             parser.error(f"argument --resume: {error}")
-        train_loader.load_state_dict(state["loader"])
-        random.set_state(state["rng"])
-        history, start_epoch = list(state["history"]), state["epoch"]
-
-    print(f"training {config['model']} on {split.name}: {len(train_arrays[1])} train / {len(test_arrays[1])} test "
-          f"images {split.image_shape}, {config['optimizer']} lr {config['lr']}, batch {config['batch_size']}"
-          + (f" in micro-batches of {config['micro_batch_size']}" if config["micro_batch_size"] else "")
-          + f", {config['device']} {config['dtype']}" + (f", resumed after epoch {start_epoch}" if state else ""))
-    for epoch in range(start_epoch, config["epochs"]):
-        started = time.perf_counter()
-        bar = progress_bar(len(train_loader), f"epoch {epoch + 1}/{config['epochs']}", not args.no_progress)
-        step_losses = []
+    print(describe(run, len(run.history)))
+    for epoch in range(len(run.history), config["epochs"]):
         try:
-            train_stats = train.train_one_epoch(model, criterion, optimizer, train_loader, config["micro_batch_size"],
-                                                epoch=epoch, on_step=step_reporter(bar, step_losses))
+            record = train_epoch(run, epoch, show_progress=not args.no_progress)
         except train.TrainingDiverged as error:
             print(f"minigrad train: error: {error}", file=sys.stderr)
             return 1
-        finally:
-            if bar is not None:
-                bar.close()
-        test_stats = train.evaluate(model, criterion, test_loader, split.num_classes)
-        record = epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started)
-        history.append(record)
+        run.history.append(record)
         print(f"epoch {epoch + 1}/{config['epochs']}: train loss {record['train_loss']:.4f}, test loss "
               f"{record['test_loss']:.4f}, test accuracy {100 * record['test_accuracy']:.2f}%, "
               f"{record['images_per_second']:,.0f} img/s, {record['seconds']:.1f} s")
         if out_dir:
-            state = {"epoch": epoch + 1, "config": config, "model": model.state_dict(),
-                     "optimizer": optimizer.state_dict(), "loader": train_loader.state_dict(),
-                     "rng": random.get_state(), "history": history}
-            write_outputs(out_dir, config, split.class_names, history, state)
-    if history:
-        print_report(history[-1], split.class_names, len(test_arrays[1]))
+            write_outputs(out_dir, config, run.split.class_names, run.history, run.snapshot())
+    if run.history:
+        print_report(run.history[-1], run.split.class_names, len(run.test_loader.dataset))
     if out_dir:
         print(f"wrote {METRICS_FILE}, {CHECKPOINT_FILE} and {PLOT_FILE} to {out_dir}")
     return 0
