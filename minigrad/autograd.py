@@ -2,7 +2,8 @@
 
 Every op is a subclass of ``Function`` with a ``forward`` and a ``backward`` on raw arrays,
 written side by side. ``Function.apply`` runs forward on the tensors' arrays and, when
-gradients are wanted, remembers the inputs so that ``backward`` can walk the graph later.
+gradients are wanted, links the output to where its inputs' gradients must go, so that
+``backward`` can walk the graph later.
 
 Shared mechanics live here, once:
 - undoing a broadcast: ``backward`` may return a gradient of the broadcast shape; ``apply``'s
@@ -51,20 +52,27 @@ def unbroadcast(grad, shape):
 
 
 class Function:
-    """One differentiable op.
+    """One differentiable op, and one node of the graph.
 
     Subclasses define ``forward(self, *arrays, **params) -> array`` and
     ``backward(self, grad) -> gradient for each array input`` (a tuple, or one array when
     there is a single input; ``None`` for an input that needs no gradient).
     ``self.save_for_backward(...)`` keeps what backward needs and nothing more;
     ``self.needs_input_grad[i]`` tells backward whether input ``i`` wants a gradient at all.
+
+    The graph links nodes, not tensors: ``parents[i]`` is the Function that produced input
+    ``i``, or the input itself when it is a leaf (a parameter), or None when it needs no
+    gradient. So an intermediate output is freed as soon as user code drops it, unless an op
+    saved it for backward — the graph holds exactly the saved arrays, as PyTorch's does.
     """
 
     def __init__(self):
         self.saved = ()
-        self.inputs = ()
+        self.parents = ()
+        self.input_shapes = ()
         self.needs_input_grad = ()
-        self.released = False  # True once backward ran and the saved arrays were freed
+        self.retained_output = None  # weak reference to the output when it called retain_grad()
+        self.released = False        # True once backward ran and the saved arrays were freed
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -86,30 +94,40 @@ class Function:
         requires_grad = _grad_enabled and any(fn.needs_input_grad)
         out = Tensor._wrap(out_data, requires_grad=requires_grad)
         if requires_grad:
-            fn.inputs = inputs
+            fn.parents = tuple(gradient_destination(t) for t in inputs)
+            fn.input_shapes = tuple(t.shape for t in inputs)
             out._fn = fn
         else:
             fn.saved = ()  # nothing will call backward: let the arrays go now
         return out
 
 
+def gradient_destination(tensor):
+    """Where a gradient for ``tensor`` goes: the Function that made it, the leaf itself, or None."""
+    if not tensor.requires_grad:
+        return None
+    return tensor._fn if tensor._fn is not None else tensor
+
+
 def _topological_order(root):
-    """Nodes that lead to ``root``, each after all of its inputs (iterative DFS, no recursion)."""
+    """Nodes that lead to ``root``, each after all of its parents (iterative DFS, no recursion).
+
+    A node is a Function, or a leaf Tensor (which has no parents).
+    """
     order, visited = [], set()
     stack = [(root, False)]
     while stack:
-        node, inputs_done = stack.pop()
-        if inputs_done:
+        node, parents_done = stack.pop()
+        if parents_done:
             order.append(node)
             continue
         if id(node) in visited:
             continue
         visited.add(id(node))
         stack.append((node, True))
-        if node._fn is not None:
-            for parent in node._fn.inputs:
-                if parent.requires_grad and id(parent) not in visited:
-                    stack.append((parent, False))
+        for parent in getattr(node, "parents", ()):
+            if parent is not None and id(parent) not in visited:
+                stack.append((parent, False))
     return order
 
 
@@ -134,30 +152,31 @@ def backward(root, grad=None, retain_graph=False):
         if grad.shape != root.shape:
             raise ValueError(f"backward: grad must have the output's shape {root.shape}, got {grad.shape}")
 
-    pending = {id(root): grad}  # gradients that arrived at a node and still have to flow on
-    for node in reversed(_topological_order(root)):
+    root_node = gradient_destination(root)
+    pending = {id(root_node): grad}  # gradients that arrived at a node and still have to flow on
+    for node in reversed(_topological_order(root_node)):
         node_grad = pending.pop(id(node), None)
         if node_grad is None:
             continue
-        if node._fn is None:  # a leaf: accumulate into .grad
+        if not isinstance(node, Function):  # a leaf tensor: accumulate into .grad
             node._accumulate_grad(node_grad)
             continue
-        if node._fn.released:
+        if node.released:
             raise RuntimeError("backward: this graph was already walked and its saved arrays freed; "
                                "pass retain_graph=True to the first backward to walk it twice")
-        if node._retains_grad:
-            node._accumulate_grad(node_grad)
-        fn = node._fn
-        input_grads = fn.backward(node_grad)
+        output = node.retained_output() if node.retained_output is not None else None
+        if output is not None:
+            output._accumulate_grad(node_grad)
+        input_grads = node.backward(node_grad)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
-        for parent, parent_grad in zip(fn.inputs, input_grads):
-            if parent_grad is None or not parent.requires_grad:
+        for parent, shape, parent_grad in zip(node.parents, node.input_shapes, input_grads):
+            if parent is None or parent_grad is None:
                 continue
-            parent_grad = unbroadcast(parent_grad, parent.shape)
+            parent_grad = unbroadcast(parent_grad, shape)
             key = id(parent)
             # Out of place on purpose: one array may be handed to several inputs (add, stack).
             pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
         if not retain_graph:
-            fn.saved, fn.inputs = (), ()  # free the saved activations as soon as they are used
-            fn.released = True
+            node.saved, node.parents = (), ()  # free the saved activations as soon as they are used
+            node.released = True

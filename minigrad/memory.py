@@ -46,7 +46,7 @@ class MemoryBudget:
     batch: int                             # 3. inputs + targets of the whole batch
     activations: int                       # 4. measured: arrays saved for backward by one micro-batch
     activations_predicted: int | None      # 4. from shapes: what PyTorch saves (None: layers not known)
-    graph_held: int                        # all one micro-batch's graph keeps alive (saved + outputs)
+    graph_held: int                        # all one micro-batch's graph keeps alive (saved + loss)
     optimizer_state_measured: int | None   # from optimizer.state (None before the first step)
     peak: int                              # measured peak of forward + backward over the whole batch
     peak_method: str
@@ -84,7 +84,7 @@ class MemoryBudget:
         lines += [f"{name:<34}{mib(size):>9}  {formula}" for name, size, formula in rows]
         lines += [f"{'   total of 1-4':<34}{mib(self.total):>9}",
                   f"   activations predicted from shapes (what PyTorch saves): {predicted} MiB",
-                  f"   held by minigrad's graph until backward (saved + layer outputs): {mib(self.graph_held)} MiB",
+                  f"   held by minigrad's graph until backward (saved arrays + loss): {mib(self.graph_held)} MiB",
                   f"   measured peak of forward + backward ({self.peak_method}): {mib(self.peak)} MiB"]
         return "\n".join(lines)
 
@@ -131,7 +131,8 @@ def measure_activations(model, criterion, inputs, targets, parts, micro_batch):
     """Part 4 from one forward pass on ``micro_batch``, then the peak of the whole accumulation."""
     with scratch_gradients(model):
         loss = loss_of(model, criterion, inputs, targets, micro_batch)
-        activations, graph_held = saved_activation_bytes(loss), graph_held_bytes(loss)
+        batch = (inputs, targets)
+        activations, graph_held = saved_activation_bytes(loss, batch), graph_held_bytes(loss, batch)
         loss.backward()  # frees the graph before the peak is measured
         model.zero_grad()
         peak, peak_method = measure_peak(lambda sample: forward_backward_all(
@@ -217,16 +218,21 @@ def loss_of(model, criterion, inputs, targets, part):
     return outputs.sum() if criterion is None else criterion(outputs, targets[part])
 
 
-def graph_tensors(root):
-    """Every tensor that the graph behind ``root`` references, ``root`` included, each once."""
-    found, stack = {}, [root]
+def graph_nodes(root):
+    """The Functions of the graph behind ``root`` and the leaf tensors it ends in, each once."""
+    functions, leaves, seen = [], [], set()
+    stack = [root._fn if root._fn is not None else root]
     while stack:  # iterative, like autograd's walk: deep graphs must not hit the recursion limit
-        tensor = stack.pop()
-        if id(tensor) not in found:
-            found[id(tensor)] = tensor
-            if tensor._fn is not None:
-                stack.extend(tensor._fn.inputs)
-    return list(found.values())
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, Tensor):
+            leaves.append(node)
+        else:
+            functions.append(node)
+            stack.extend(node.parents)
+    return functions, leaves
 
 
 def memory_owner(array):
@@ -253,27 +259,31 @@ def unique_bytes(arrays, already_counted):
     return sum(owners.values())
 
 
-def leaf_owners(tensors):
-    """Memory of the leaves (parameters, the batch): parts 1 and 3 count it, not part 4."""
-    return {id(memory_owner(tensor.data)) for tensor in tensors if tensor._fn is None}
+def saved_arrays(functions):
+    return [array for fn in functions for array in fn.saved if hasattr(array, "nbytes")]
 
 
-def saved_activation_bytes(loss):
-    """Bytes of the arrays that the ops behind ``loss`` saved for backward (``Function.saved``)."""
-    tensors = graph_tensors(loss)
-    saved = [array for tensor in tensors if tensor._fn is not None
-             for array in tensor._fn.saved if hasattr(array, "nbytes")]
-    return unique_bytes(saved, leaf_owners(tensors))
+def counted_elsewhere(leaves, batch):
+    """Memory owners of the parameters (part 1) and of the batch tensors (part 3)."""
+    return {id(memory_owner(tensor.data)) for tensor in (*leaves, *batch) if tensor is not None}
 
 
-def graph_held_bytes(loss):
-    """Saved arrays plus every intermediate output: a node keeps its input tensors (for the
-    graph walk), and with them their arrays, until backward releases it."""
-    tensors = graph_tensors(loss)
-    arrays = [tensor.data for tensor in tensors if tensor._fn is not None]
-    arrays += [array for tensor in tensors if tensor._fn is not None
-               for array in tensor._fn.saved if hasattr(array, "nbytes")]
-    return unique_bytes(arrays, leaf_owners(tensors))
+def saved_activation_bytes(loss, batch=()):
+    """Bytes of the arrays that the ops behind ``loss`` saved for backward (``Function.saved``),
+    leaving out the memory of the parameters and of the ``batch`` tensors (parts 1 and 3).
+
+    The batch has to be named: it needs no gradient, so the graph has no link to it."""
+    functions, leaves = graph_nodes(loss)
+    return unique_bytes(saved_arrays(functions), counted_elsewhere(leaves, batch))
+
+
+def graph_held_bytes(loss, batch=()):
+    """What one forward pass keeps alive until backward: the saved arrays plus ``loss`` itself.
+
+    The graph links Functions, not tensors, so a layer output that no op saved is freed as
+    soon as the forward pass moves on (as in PyTorch)."""
+    functions, leaves = graph_nodes(loss)
+    return unique_bytes(saved_arrays(functions) + [loss.data], counted_elsewhere(leaves, batch))
 
 
 @contextlib.contextmanager

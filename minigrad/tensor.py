@@ -6,6 +6,7 @@ The arithmetic lives in ``minigrad/ops``; this class only gives it PyTorch's nam
 from __future__ import annotations
 
 import numbers
+import weakref
 
 from . import autograd, backend
 from .backend import np
@@ -52,7 +53,7 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # make `ndarray + Tensor` call Tensor.__radd__
-    __slots__ = ("data", "requires_grad", "grad", "_fn", "_retains_grad", "__weakref__")
+    __slots__ = ("data", "requires_grad", "grad", "_fn", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
@@ -73,7 +74,6 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._fn = None
-        self._retains_grad = False
 
     @classmethod
     def _wrap(cls, array, requires_grad=False):
@@ -83,7 +83,6 @@ class Tensor:
         tensor.requires_grad = requires_grad
         tensor.grad = None
         tensor._fn = None
-        tensor._retains_grad = False
         return tensor
 
     # ------------------------------------------------------------------ description
@@ -142,7 +141,8 @@ class Tensor:
 
     def retain_grad(self):
         """Keep ``.grad`` for this non-leaf tensor too (leaves always keep theirs)."""
-        self._retains_grad = True
+        if self._fn is not None:
+            self._fn.retained_output = weakref.ref(self)
         return self
 
     def detach(self):

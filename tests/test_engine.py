@@ -85,7 +85,7 @@ def test_backward_frees_saved_arrays_and_a_second_walk_needs_retain_graph(device
     del doubled, tripled  # now only the graph holds the intermediate arrays
     loss.backward()
     gc.collect()
-    assert fn.released and fn.saved == () and fn.inputs == ()
+    assert fn.released and fn.saved == () and fn.parents == ()
     assert all(ref() is None for ref in saved_refs), "saved activations outlived backward"
     with pytest.raises(RuntimeError, match="retain_graph=True"):
         loss.backward()

@@ -136,8 +136,9 @@ def test_measured_activations_of_one_linear_layer_equal_a_hand_count(device):
     targets = mg.tensor([0, 1, 2, 0], device=device)
     report = memory.budget(model, None, inputs, targets, nn.CrossEntropyLoss())
     assert report.activations == 2 * 4 * 3 * 8
-    # The graph also holds the outputs of x @ W^T and of + b (4 x 3 each) and the loss (8 bytes).
-    assert report.graph_held == report.activations + 2 * 4 * 3 * 8 + 8
+    # Besides the saved arrays the graph keeps only the loss (8 bytes): the outputs of x @ W^T
+    # and of + b were not saved by any op, so they are already freed.
+    assert report.graph_held == report.activations + 8
 
 
 def test_measured_activations_with_mse_count_the_squared_difference(device):
@@ -153,8 +154,9 @@ def test_saved_arrays_are_counted_once_by_the_memory_they_own():
     of an array counts the whole array it keeps alive."""
     mg.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
-    loss = model(mg.randn(3, 5)).sum()
-    assert memory.saved_activation_bytes(loss) == 3 * 7 * 4
+    x = mg.randn(3, 5)
+    loss = model(x).sum()
+    assert memory.saved_activation_bytes(loss, batch=[x]) == 3 * 7 * 4
     owner = np.zeros((4, 6))
     assert memory.memory_owner(owner[1:, ::2].T) is owner
     assert memory.memory_owner(np.lib.stride_tricks.sliding_window_view(owner, 2, axis=0)) is owner
@@ -163,8 +165,9 @@ def test_saved_arrays_are_counted_once_by_the_memory_they_own():
 
 def test_graph_held_is_what_stays_allocated_after_the_forward_pass():
     """An independent check with tracemalloc (which sees NumPy's allocations): after the forward
-    pass, what is still allocated is the saved arrays *and* every layer's output, because each
-    node keeps its input tensors until backward. Python's own node objects add a little."""
+    pass, what is still allocated is the saved arrays and the loss, nothing more: the graph
+    links Functions, not tensors, so unsaved layer outputs are gone. Python's node objects
+    add a little."""
     model, (images, labels) = small_lenet(), image_batch(128)
     tracemalloc.start()
     try:
@@ -174,7 +177,8 @@ def test_graph_held_is_what_stays_allocated_after_the_forward_pass():
         alive = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
-    held, saved = memory.graph_held_bytes(loss), memory.saved_activation_bytes(loss)
+    held = memory.graph_held_bytes(loss, batch=[images, labels])
+    saved = memory.saved_activation_bytes(loss, batch=[images, labels])
     assert held <= alive <= held * 1.05
     assert saved <= held
 
