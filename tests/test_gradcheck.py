@@ -37,8 +37,10 @@ def distinct(*shape):
     return lambda rng: (rng.permutation(int(np.prod(shape))) * 0.1 + rng.uniform(0, 0.01)).reshape(shape)
 
 
-def integers(low, high, *shape):
-    return lambda rng: rng.integers(low, high, shape)
+def labels(num_classes, count, ignored):
+    """Class labels, the first one never ``ignored`` (all ignored makes the mean loss 0/0)."""
+    counted_classes = [c for c in range(num_classes) if c != ignored]
+    return lambda rng: np.concatenate([rng.choice(counted_classes, 1), rng.integers(0, num_classes, count - 1)])
 
 
 def seeded_dropout(x):
@@ -87,7 +89,7 @@ OPS = {
     "avg_pool2d": (lambda x: F.avg_pool2d(x, 3, stride=2, padding=1), [normal(1, 2, 4, 5)]),
     "dropout": (seeded_dropout, [normal(3, 4)]),
     "cross_entropy": (lambda x, t: F.cross_entropy(x, t, weight=mg.tensor(np.array([0.5, 2.0, 1.0])), ignore_index=1,
-                                                   label_smoothing=0.2), [normal(4, 3), integers(0, 3, 4)]),
+                                                   label_smoothing=0.2), [normal(4, 3), labels(3, 4, ignored=1)]),
     "mse_loss": (F.mse_loss, [normal(2, 3), normal(2, 3)]),
 }
 
