@@ -40,6 +40,7 @@ def minigrad_step_fn(batch_size, device):
     sys.path.insert(0, REPO_ROOT)
     import minigrad as mg
     import minigrad.nn as nn
+    from minigrad import optim
     from minigrad.backend import np
 
     mg.manual_seed(0)
@@ -49,7 +50,7 @@ def minigrad_step_fn(batch_size, device):
         nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, NUM_CLASSES),
     ).to(device)
     criterion = nn.CrossEntropyLoss()
-    optimizer = make_minigrad_sgd(model)
+    optimizer = optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     images, labels = random_batch(np, batch_size)
     inputs, targets = mg.tensor(images, device=device), mg.tensor(labels, device=device)
 
@@ -61,35 +62,6 @@ def minigrad_step_fn(batch_size, device):
         return loss.item()  # .item() waits for the GPU, so the step is really finished
 
     return step
-
-
-def make_minigrad_sgd(model):
-    try:
-        from minigrad import optim
-        return optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-    except (ImportError, AttributeError):
-        return InlineMomentumSGD(list(model.parameters()))
-
-
-class InlineMomentumSGD:
-    """PyTorch's SGD with momentum (buffer starts as the first gradient), until minigrad.optim lands."""
-
-    def __init__(self, params):
-        self.params, self.buffers = params, [None] * len(params)
-
-    def zero_grad(self):
-        for p in self.params:
-            p.grad = None
-
-    def step(self):
-        for i, p in enumerate(self.params):
-            g = p.grad.data
-            if self.buffers[i] is None:
-                self.buffers[i] = g.copy()
-            else:
-                self.buffers[i] *= MOMENTUM
-                self.buffers[i] += g
-            p.data -= LEARNING_RATE * self.buffers[i]
 
 
 def torch_step_fn(batch_size, device, threads):
