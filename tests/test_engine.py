@@ -166,3 +166,25 @@ def test_a_float32_network_and_its_losses_stay_float32_through_backward():
         assert loss.dtype == np.float32
         loss.backward(retain_graph=True)  # both losses share the network's graph
     assert all(parameter.grad.dtype == np.float32 for parameter in model.parameters())
+
+
+@pytest.mark.parametrize("left, right", [
+    (np.array([1, 2], dtype=np.int64), 0.5),
+    (np.array([1, 2], dtype=np.int64), 2),
+    (np.array([1.0, 2.0], dtype=np.float32), np.array([1, 2], dtype=np.int64)),
+    (np.array([1, 2], dtype=np.int64), np.array([1.0, 2.0], dtype=np.float64)),
+    (np.array([1.0, 2.0], dtype=np.float32), np.array([1.0, 2.0], dtype=np.float64)),
+])
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "truediv"])
+def test_binary_ops_promote_dtypes_as_pytorch_does(left, right, op):
+    """A float tensor wins over an integer one whatever their sizes; int / int gives float32."""
+    import operator
+
+    def wrap(value, make):
+        return make(value) if isinstance(value, np.ndarray) else value
+
+    apply = getattr(operator, op)
+    ours = apply(wrap(left, mg.tensor), wrap(right, mg.tensor))
+    theirs = apply(wrap(left, torch.tensor), wrap(right, torch.tensor))
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-7)

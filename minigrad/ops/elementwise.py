@@ -215,20 +215,43 @@ class ToDevice(Function):
         return backend.to_device(grad, self.source_device)
 
 
+def promote(a, b, true_division=False):
+    """PyTorch's type promotion for two tensors, made explicit before NumPy sees them.
+
+    A float tensor wins over an integer (or bool) one whatever their sizes, so
+    ``int64 * float32 -> float32`` (NumPy alone would give float64); two floats give the wider
+    one; ``int / int`` gives the default float32. Integer tensors never require grad, so the
+    cast needs no graph.
+    """
+    from ..tensor import Tensor
+
+    def as_dtype(t, dtype):
+        return t if t.dtype == dtype else Tensor._wrap(t.data.astype(dtype))
+
+    a_float, b_float = a.dtype.kind == "f", b.dtype.kind == "f"
+    if a_float and not b_float:
+        return a, as_dtype(b, a.dtype)
+    if b_float and not a_float:
+        return as_dtype(a, b.dtype), b
+    if not a_float and true_division:
+        return as_dtype(a, backend.float32), as_dtype(b, backend.float32)
+    return a, b
+
+
 def add(a, b):
-    return Add.apply(a, b)
+    return Add.apply(*promote(a, b))
 
 
 def sub(a, b):
-    return Sub.apply(a, b)
+    return Sub.apply(*promote(a, b))
 
 
 def mul(a, b):
-    return Mul.apply(a, b)
+    return Mul.apply(*promote(a, b))
 
 
 def div(a, b):
-    return Div.apply(a, b)
+    return Div.apply(*promote(a, b, true_division=True))
 
 
 def neg(a):
@@ -239,7 +262,7 @@ def pow(a, exponent):
     """``a ** exponent``; a Python-number exponent keeps a's dtype."""
     if isinstance(exponent, numbers.Number):
         return PowScalar.apply(a, exponent=exponent)
-    return Pow.apply(a, a._operand(exponent))
+    return Pow.apply(*promote(a, a._operand(exponent)))
 
 
 def exp(a):
