@@ -9,6 +9,7 @@ own: warm-up steps, then the median of ``--steps`` timed steps. Both frameworks 
 same network (conv 3->6 5x5, relu, maxpool 2, conv 6->16 5x5, relu, maxpool 2, flatten,
 400->120->84->10, cross-entropy, SGD lr 0.01 momentum 0.9) on the same random float32 batch,
 with ``--threads`` threads (torch.set_num_threads; OpenBLAS gets OPENBLAS_NUM_THREADS).
+On a shared machine, ``--wait-for-idle`` waits for quiet cores before each run.
 Achieved GFLOP/s are counted analytically (2 x MACs forward, x3 for forward + backward) and
 set against the GEMM GFLOP/s of NumPy's BLAS measured in the same run.
 """
@@ -148,6 +149,30 @@ def _timed(fn):
     return time.perf_counter() - start
 
 
+def cpu_idle_fraction(seconds=1.0):
+    """Share of all cores left idle over ``seconds`` (Linux /proc/stat; 1.0 where unreadable)."""
+    def idle_and_total():
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)  # idle + iowait, all
+    try:
+        idle_start, total_start = idle_and_total()
+        time.sleep(seconds)
+        idle_end, total_end = idle_and_total()
+    except OSError:
+        return 1.0
+    return (idle_end - idle_start) / max(1, total_end - total_start)
+
+
+def wait_until_idle(max_wait_s, wanted=0.9):
+    """On a shared machine, wait (at most ``max_wait_s``) until the cores are ``wanted`` idle."""
+    deadline = time.monotonic() + max_wait_s
+    idle = cpu_idle_fraction()
+    while idle < wanted and time.monotonic() < deadline:
+        idle = cpu_idle_fraction()
+    return idle
+
+
 def spawn(arguments, threads):
     """Run this script as a worker in a fresh process (its own RSS, its own thread setting)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
@@ -171,7 +196,8 @@ def measure(args):
         best = {}
         for _ in range(args.repeats):  # alternate frameworks so a busy moment hits both
             for framework in ("torch", "minigrad"):
-                result = spawn(["--worker", framework, *common], args.threads)
+                idle_before = wait_until_idle(args.wait_for_idle)
+                result = dict(spawn(["--worker", framework, *common], args.threads), idle_before=idle_before)
                 if framework not in best or result["images_per_s"] > best[framework]["images_per_s"]:
                     best[framework] = result
         mg, pt = best["minigrad"], best["torch"]
@@ -183,6 +209,9 @@ def measure(args):
             "rss_ratio": mg["peak_rss_mib"] / pt["peak_rss_mib"],
             "minigrad_gflops": mg["images_per_s"] * flops_per_image / 1e9,
             "torch_gflops": pt["images_per_s"] * flops_per_image / 1e9,
+            "minigrad_fraction_of_gemm": mg["images_per_s"] * flops_per_image / 1e9 / machine["gemm_gflops"],
+            "torch_fraction_of_gemm": pt["images_per_s"] * flops_per_image / 1e9 / machine["gemm_gflops"],
+            "minigrad_idle_before": mg["idle_before"], "torch_idle_before": pt["idle_before"],
             "minigrad_cpu_ms_per_step": 1e3 * mg["median_cpu_s_per_step"],
             "torch_cpu_ms_per_step": 1e3 * pt["median_cpu_s_per_step"],
         })
@@ -201,13 +230,14 @@ def print_table(report):
           f"{report['load_average_1min_before']:.1f} before, {report['load_average_1min_after']:.1f} after")
     header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} " \
              f"{'mg GFLOP/s':>11} {'pt GFLOP/s':>11} {'mg RSS MiB':>11} {'pt RSS MiB':>11} {'RSS ratio':>9} " \
-             f"{'mg CPU ms':>10} {'pt CPU ms':>10}"
+             f"{'mg CPU ms':>10} {'pt CPU ms':>10} {'idle before mg/pt':>18}"
     print(header)
     for row in report["results"]:
         print(f"{row['batch_size']:>6} {row['minigrad_images_per_s']:>15.0f} {row['torch_images_per_s']:>12.0f} "
               f"{row['ratio']:>6.2f} {row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
               f"{row['minigrad_peak_rss_mib']:>11.0f} {row['torch_peak_rss_mib']:>11.0f} {row['rss_ratio']:>9.2f} "
-              f"{row['minigrad_cpu_ms_per_step']:>10.1f} {row['torch_cpu_ms_per_step']:>10.1f}")
+              f"{row['minigrad_cpu_ms_per_step']:>10.1f} {row['torch_cpu_ms_per_step']:>10.1f} "
+              f"{row['minigrad_idle_before']:>12.0%} / {row['torch_idle_before']:.0%}")
 
 
 def parse_args(argv=None):
@@ -221,6 +251,9 @@ def parse_args(argv=None):
     parser.add_argument("--steps", type=int, default=15, help="timed steps; the median is reported (default 15)")
     parser.add_argument("--repeats", type=int, default=1,
                         help="fresh processes per framework and batch size; the fastest is kept (default 1)")
+    parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="on a shared machine, wait up to SECONDS before each run for the cores to be "
+                             "90%% idle (the idle share seen is reported; default 0: do not wait)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of a table")
     parser.add_argument("--worker", choices=["minigrad", "torch", "gemm"], help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help=argparse.SUPPRESS)
