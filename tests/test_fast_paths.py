@@ -27,6 +27,7 @@ CONV_GEOMETRIES = [
     pytest.param((2, 6, 3, 10, 9, (3, 3), (1, 2), (2, 1), (2, 3), 3), id="dilation-groups"),
     pytest.param((5, 2, 4, 6, 6, (1, 1), (3, 2), (0, 0), (1, 1), 1), id="1x1-gapped-stride"),
     pytest.param((2, 3, 2, 4, 3, (4, 3), (1, 1), (0, 0), (1, 1), 1), id="kernel-as-big-as-input"),
+    pytest.param((0, 2, 4, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1), 2), id="empty-batch"),
 ]
 
 # Values per im2col block: 1 forces one output pixel per block (many column runs within a

@@ -100,7 +100,7 @@ def pixel_blocks(out_hw, elements_per_pixel, block_elements):
     Whole rows when a row fits; otherwise a run of columns within one row.
     """
     out_h, out_w = out_hw
-    pixels = max(1, block_elements // elements_per_pixel)
+    pixels = max(1, block_elements // max(1, elements_per_pixel))  # an empty batch has 0 per pixel
     num_rows, num_cols = (pixels // out_w, out_w) if pixels >= out_w else (1, pixels)
     for top in range(0, out_h, num_rows):
         for left in range(0, out_w, num_cols):
@@ -110,8 +110,14 @@ def pixel_blocks(out_hw, elements_per_pixel, block_elements):
 def im2col(window_view, rows, cols, groups):
     """Copy one block of windows into columns: -> (g, C/g*KH*KW, rows*cols*N)."""
     block = window_view[:, :, :, rows, cols]                         # (C, KH, KW, r, c, N) view
-    pixels_times_batch = block.shape[3] * block.shape[4] * block.shape[5]
-    return block.reshape(groups, -1, pixels_times_batch)
+    channels, kernel_h, kernel_w, num_rows, num_cols, n = block.shape
+    return block.reshape(groups, channels // groups * kernel_h * kernel_w, num_rows * num_cols * n)
+
+
+def output_block(grad_out, rows, cols, groups):
+    """One block of the output's gradient as matrices: (O, OH, OW, N) -> (g, O/g, rows*cols*N)."""
+    block = grad_out[:, rows, cols]
+    return block.reshape(groups, block.shape[0] // groups, block[0].size)
 
 
 def add_windows_back(grad_cols, grad_padded, rows, cols, stride, dilation):
@@ -173,7 +179,7 @@ class Conv2d(Function):
         grad_w_t = xp.zeros((groups, rows_per_group, w_shape[0] // groups), dtype=grad_out.dtype)
         elements_per_pixel = x_padded.shape[0] * w_shape[2] * w_shape[3] * x_padded.shape[3]
         for rows, cols in pixel_blocks(out_hw, elements_per_pixel, backend.im2col_block_elements(xp)):
-            grad_block = grad_out[:, rows, cols].reshape(groups, w_shape[0] // groups, -1)   # (g, O/g, r*c*N)
+            grad_block = output_block(grad_out, rows, cols, groups)                       # (g, O/g, r*c*N)
             grad_w_t += xp.matmul(im2col(view, rows, cols, groups), grad_block.transpose(0, 2, 1))
         return grad_w_t.transpose(0, 2, 1).reshape(w_shape)
 
@@ -188,7 +194,7 @@ class Conv2d(Function):
         # Bigger blocks than im2col's: here the cost is the KH*KW adds per block, not cache misses.
         block_elements = 8 * backend.im2col_block_elements(xp)
         for rows, cols in pixel_blocks(out_hw, channels * kernel_h * kernel_w * n, block_elements):
-            grad_block = grad_out[:, rows, cols].reshape(groups, out_c // groups, -1)   # (g, O/g, r*c*N)
+            grad_block = output_block(grad_out, rows, cols, groups)                     # (g, O/g, r*c*N)
             grad_cols = xp.matmul(weight_matrix_t, grad_block)                        # (g, C/g*KH*KW, r*c*N)
             grad_cols = grad_cols.reshape(channels, kernel_h, kernel_w, rows.stop - rows.start,
                                           cols.stop - cols.start, n)
