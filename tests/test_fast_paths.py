@@ -28,6 +28,7 @@ CONV_GEOMETRIES = [
     pytest.param((5, 2, 4, 6, 6, (1, 1), (3, 2), (0, 0), (1, 1), 1), id="1x1-gapped-stride"),
     pytest.param((2, 3, 2, 4, 3, (4, 3), (1, 1), (0, 0), (1, 1), 1), id="kernel-as-big-as-input"),
     pytest.param((0, 2, 4, 6, 5, (3, 3), (1, 1), (1, 1), (1, 1), 2), id="empty-batch"),
+    pytest.param((19, 2, 3, 5, 4, (2, 2), (1, 1), (0, 0), (1, 1), 1), id="batch-19-spans-transpose-chunks"),
 ]
 
 # Values per im2col block: 1 forces one output pixel per block (many column runs within a
