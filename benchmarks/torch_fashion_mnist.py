@@ -1,6 +1,6 @@
 """The same training run in PyTorch, for comparing accuracy with ``python -m minigrad train``.
 
-Same data (minigrad's loader, the official train/test split), same batches in the same order
+Same data (minigrad's loader, the official train/test split, standardised the same way), same batches in the same order
 (the DataLoader's seeded per-epoch order), same model (minigrad's LeNet/MLP/CNN, its seeded
 initial weights copied into an identical torch module), same optimizer and hyper-parameters.
 So the two runs differ only in floating-point arithmetic, and their test accuracies should
@@ -111,6 +111,8 @@ def main():
     parser.add_argument("--momentum", type=float, default=0.9)
     parser.add_argument("--weight-decay", type=float, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
+                        help="as the minigrad command's flag: keep the [0, 1] pixels")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--limit-test", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
@@ -122,6 +124,8 @@ def main():
 
     mg.manual_seed(args.seed)  # as the minigrad command does: seed, then data, then the model
     split = load_dataset(args.dataset, args.data_dir).limited(args.limit_train, args.limit_test)
+    if args.normalize:
+        split = split.standardized()  # the same numbers the minigrad command feeds its model
     reference = build_model(args.model, split.image_shape, split.num_classes)
     model = torch_twin(args.model, reference)
     optimizer = make_optimizer(args, model.parameters())

@@ -30,7 +30,7 @@ PLOT_FILE = "loss.png"
 EVAL_BATCH_SIZE = 500
 # Options a resumed run may change: where and how it runs, and how long; never what it trains.
 RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "download", "resume")
-CONFIG_KEYS = ("dataset", "data_dir", "model", "epochs", "batch_size", "micro_batch_size", "optimizer", "lr",
+CONFIG_KEYS = ("dataset", "data_dir", "normalize", "model", "epochs", "batch_size", "micro_batch_size", "optimizer", "lr",
                "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
 
 
@@ -59,6 +59,9 @@ def add_train_options(parser):
                            "present, else ~/.cache/minigrad/<name>)")
     data.add_argument("--download", action="store_true",
                       help="download missing MNIST/Fashion-MNIST/CIFAR-10 files (checksum-verified)")
+    data.add_argument("--no-normalize", dest="normalize", action="store_false",
+                      help="feed the [0, 1] pixels as they are, instead of standardising them with the "
+                           "training set's per-channel mean and std")
     data.add_argument("--limit-train", type=int, default=None, metavar="N", help="use the first N training samples")
     data.add_argument("--limit-test", type=int, default=None, metavar="N", help="use the first N test samples")
     model = parser.add_argument_group("model and optimisation")
@@ -150,6 +153,8 @@ def make_optimizer(config, parameters):
 def load_data(config, download):
     split = load_dataset(config["dataset"], config["data_dir"], download=download)
     split = split.limited(config["limit_train"], config["limit_test"])
+    if config["normalize"]:
+        split = split.standardized()
     dtype = backend.parse_dtype(config["dtype"])
     train_arrays = (split.train_images.astype(dtype, copy=False), split.train_labels)
     test_arrays = (split.test_images.astype(dtype, copy=False), split.test_labels)

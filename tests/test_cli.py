@@ -74,6 +74,7 @@ def test_a_run_writes_metrics_checkpoint_and_plot(tmp_path, capsys):
     assert last["images_per_second"] > 0 and len(last["step_losses"]) == 48 // 8
     assert np.mean(last["step_losses"]) == pytest.approx(last["train_loss"], rel=1e-6)  # equal batches
     assert metrics["config"]["micro_batch_size"] == 100 and metrics["config"]["dataset"] == "digits"
+    assert metrics["config"]["normalize"] is True
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     state = checkpoint.load(out / "checkpoint.npz")
     assert state["epoch"] == 2 and state["loader"]["epoch"] == 2 and state["config"]["model"] == "mlp"
@@ -97,7 +98,7 @@ def test_missing_data_is_reported_without_a_traceback(tmp_path, capsys):
 
 @pytest.mark.parametrize("model, extra", [
     ("cnn", ["--micro-batch-size", "3"]),              # dropout + uneven micro-batches
-    ("mlp", ["--optimizer", "sgd", "--lr", "0.05", "--dtype", "float64"]),
+    ("mlp", ["--optimizer", "sgd", "--lr", "0.05", "--dtype", "float64", "--no-normalize"]),
 ])
 def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, model, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"

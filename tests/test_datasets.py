@@ -98,6 +98,22 @@ def test_limited_keeps_the_first_samples():
     assert len(split.train_images) == 10 and len(split.test_labels) == 5
 
 
+def test_standardized_scales_both_sets_by_training_statistics():
+    rng = np.random.default_rng(0)
+    train = rng.uniform(size=(5, 2, 3, 3)).astype(np.float32)
+    train[:, 1] = 0.25  # a constant channel: centred, not divided by zero
+    test = rng.uniform(size=(4, 2, 3, 3)).astype(np.float32)
+    labels = np.zeros(5, np.int64)
+    split = datasets.DatasetSplit("toy", train, labels, test, labels[:4], ("a",)).standardized()
+    red = train[:, 0].astype(np.float64)
+    red_mean, red_std = red.sum() / red.size, np.sqrt(((red - red.sum() / red.size) ** 2).sum() / red.size)
+    np.testing.assert_allclose(split.test_images[:, 0], (test[:, 0] - red_mean) / red_std, rtol=1e-6)
+    np.testing.assert_allclose(split.train_images[:, 0].mean(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(split.train_images[:, 0].std(), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(split.test_images[:, 1], test[:, 1] - 0.25, rtol=1e-6)
+    assert split.train_images.dtype == np.float32 and split.test_labels.shape == (4,)
+
+
 # ----------------------------------------------------------------------------- IDX
 @pytest.mark.parametrize("gzipped", [True, False])
 def test_idx_files_load_scaled_to_unit_range(tmp_path, gzipped):
