@@ -84,15 +84,17 @@ def main():
         split = split.limited(train=200, test=100)
     print(f"{split.name}: {len(split.train_labels)} training and {len(split.test_labels)} test images "
           f"of shape {split.image_shape}")
+    # The tutorial's transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)): pixels from [0, 1] to [-1, 1].
+    train_images, test_images = (split.train_images - 0.5) / 0.5, (split.test_images - 0.5) / 0.5
     mg.manual_seed(0)
     channels, size, _ = split.image_shape
     model = LeNet(channels, split.num_classes, size)
     print(model)
-    loader = DataLoader(TensorDataset(split.train_images, split.train_labels), batch_size=args.batch_size,
+    loader = DataLoader(TensorDataset(train_images, split.train_labels), batch_size=args.batch_size,
                         shuffle=True, seed=0)
     train(model, loader, args.epochs, args.print_every)
 
-    correct, total = per_class_accuracy(model, split.test_images, split.test_labels, split.num_classes)
+    correct, total = per_class_accuracy(model, test_images, split.test_labels, split.num_classes)
     print(f"Accuracy of the network on the {int(total.sum())} test images: {100 * correct.sum() / total.sum():.1f} %")
     for name, hits, count in zip(split.class_names, correct, total):
         shown = f"{100 * hits / count:5.1f} %" if count else "  n/a (no test images)"
