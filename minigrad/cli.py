@@ -30,8 +30,8 @@ PLOT_FILE = "loss.png"
 EVAL_BATCH_SIZE = 500
 # Options a resumed run may change: where and how it runs, and how long; never what it trains.
 RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "download", "resume")
-CONFIG_KEYS = ("dataset", "data_dir", "normalize", "model", "epochs", "batch_size", "micro_batch_size", "optimizer", "lr",
-               "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
+CONFIG_KEYS = ("dataset", "data_dir", "normalize", "model", "epochs", "batch_size", "micro_batch_size", "optimizer",
+               "lr", "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
 
 
 # ----------------------------------------------------------------------------- options
