@@ -19,7 +19,7 @@ import os
 import sys
 import time
 
-from . import backend, checkpoint, nn, random, train
+from . import backend, checkpoint, nn, optim, random, train
 from .data import DataLoader, TensorDataset
 from .data.datasets import DATASET_NAMES, load_dataset
 from .models import MODEL_NAMES, build_model
@@ -142,7 +142,6 @@ def resumed_config(parser, args, explicit):
 
 # ----------------------------------------------------------------------------- building blocks
 def make_optimizer(config, parameters):
-    from . import optim
     extra = {} if config["weight_decay"] is None else {"weight_decay": config["weight_decay"]}
     if config["optimizer"] == "sgd":
         return optim.SGD(parameters, lr=config["lr"], momentum=config["momentum"], **extra)
