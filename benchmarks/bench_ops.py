@@ -5,7 +5,8 @@
 
 Shapes are those of the seed LeNet (see bench_lenet.py). Forward is timed alone; backward is
 timed alone too (the forward that builds its graph runs untimed just before). Each figure is
-the median of ``--repeats`` runs, in milliseconds.
+the median of ``--repeats`` runs, in milliseconds. OpenBLAS takes its thread count from
+OPENBLAS_NUM_THREADS (both cores by default).
 """
 from __future__ import annotations
 
@@ -81,6 +82,7 @@ def time_op(fn, inputs, repeats, sync):
 
 def measure(args):
     sys.path.insert(0, REPO_ROOT)
+    from bench_lenet import wait_until_idle
     import minigrad as mg
     import torch
     from minigrad.backend import parse_device, xp_for
@@ -94,24 +96,31 @@ def measure(args):
             torch.cuda.synchronize()
             xp_for(parse_device(device)).cuda.Device().synchronize()
 
+    idle_before = wait_until_idle(args.wait_for_idle)
+    cases = lenet_op_cases(args.batch_size)
+    # Every minigrad op first, then every torch op: torch's worker threads keep spinning for a
+    # while after each of its ops and would steal a core from NumPy's BLAS if interleaved.
+    mg_times = [time_op(mg_fn, chain_inputs(shapes, grad_positions,
+                                            lambda a, g: mg.tensor(a, requires_grad=g, device=device)),
+                        args.repeats, sync)
+                for _, shapes, mg_fn, _, grad_positions in cases]
+    torch_times = [time_op(torch_fn, chain_inputs(shapes, grad_positions,
+                                                  lambda a, g: torch.tensor(a, requires_grad=g, device=torch_device)),
+                           args.repeats, sync)
+                   for _, shapes, _, torch_fn, grad_positions in cases]
     rows = []
-    for name, shapes, mg_fn, torch_fn, grad_positions in lenet_op_cases(args.batch_size):
-        mg_inputs = chain_inputs(shapes, grad_positions,
-                                 lambda a, g: mg.tensor(a, requires_grad=g, device=device))
-        torch_inputs = chain_inputs(shapes, grad_positions,
-                                    lambda a, g: torch.tensor(a, requires_grad=g, device=torch_device))
-        mg_forward, mg_backward = time_op(mg_fn, mg_inputs, args.repeats, sync)
-        pt_forward, pt_backward = time_op(torch_fn, torch_inputs, args.repeats, sync)
+    for (name, *_), (mg_forward, mg_backward), (pt_forward, pt_backward) in zip(cases, mg_times, torch_times):
         rows.append({"op": name, "minigrad_forward_ms": mg_forward, "minigrad_backward_ms": mg_backward,
                      "torch_forward_ms": pt_forward, "torch_backward_ms": pt_backward,
                      "ratio_of_times": (mg_forward + mg_backward) / (pt_forward + pt_backward)})
-    return {"device": device, "batch_size": args.batch_size, "threads": args.threads,
-            "repeats": args.repeats, "load_average_1min": os.getloadavg()[0], "ops": rows}
+    return {"device": device, "batch_size": args.batch_size, "threads": args.threads, "repeats": args.repeats,
+            "idle_before": idle_before, "load_average_1min": os.getloadavg()[0], "ops": rows}
 
 
 def print_table(report):
     print(f"LeNet ops, batch {report['batch_size']}, device={report['device']}, threads={report['threads']}, "
-          f"median of {report['repeats']} (ms); load average {report['load_average_1min']:.1f}")
+          f"median of {report['repeats']} (ms); cores {report['idle_before']:.0%} idle before, "
+          f"load average {report['load_average_1min']:.1f}")
     print(f"{'op':<32} {'mg fwd':>8} {'mg bwd':>8} {'pt fwd':>8} {'pt bwd':>8} {'mg/pt time':>11}")
     for row in report["ops"]:
         print(f"{row['op']:<32} {row['minigrad_forward_ms']:>8.2f} {row['minigrad_backward_ms']:>8.2f} "
@@ -124,6 +133,8 @@ def main(argv=None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (OpenBLAS: OPENBLAS_NUM_THREADS)")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
+                        help="on a shared machine, wait up to SECONDS for the cores to be 90%% idle first")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of a table")
     args = parser.parse_args(argv)
     report = measure(args)
