@@ -44,9 +44,18 @@ def build_parser():
     return parser
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: X)" only where the help does not already say it and X means something."""
+
+    def _get_help_string(self, action):
+        if "default:" in (action.help or "") or action.default is None or action.nargs == 0:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_train_parser():
     return add_train_options(argparse.ArgumentParser(
-        prog="minigrad train", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="minigrad train", formatter_class=DefaultsHelpFormatter,
         description="Train a classifier on a real data set and report loss and (per-class) accuracy. "
                     "The defaults train an MLP on scikit-learn's 8x8 digits in seconds."))
 
@@ -323,9 +332,12 @@ def describe(run, resumed_after):
 def train_command(parser, argv):
     args = parser.parse_args(argv)
     validate(parser, args)
+    explicit = explicit_options(argv)
+    if "momentum" in explicit and args.optimizer != "sgd":
+        parser.error(f"argument --momentum: only SGD uses momentum, got --optimizer {args.optimizer}")
     config, state = {name: getattr(args, name) for name in CONFIG_KEYS}, None
     if args.resume:
-        config, state = resumed_config(parser, args, explicit_options(argv))
+        config, state = resumed_config(parser, args, explicit)
     out_dir = args.out or args.resume
     try:
         run = build_run(config, args.download)

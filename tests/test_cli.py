@@ -36,6 +36,7 @@ def test_help_lists_every_option():
                    "--dtype", "--seed", "--out", "--resume", "--limit-train", "--limit-test", "--no-progress"):
         assert option in result.stdout
     assert "fashion-mnist" in result.stdout and "cifar10" in result.stdout
+    assert "(default: None)" not in result.stdout and "(default: False)" not in result.stdout
 
 
 @pytest.mark.parametrize("arguments, message", [
@@ -44,6 +45,7 @@ def test_help_lists_every_option():
     (["--batch-size", "-4"], r"argument --batch-size: expected a positive int, got -4"),
     (["--epochs", "0"], r"argument --epochs: expected a positive int, got 0"),
     (["--momentum", "1.5"], r"argument --momentum: expected a number in \[0, 1\), got 1\.5"),
+    (["--optimizer", "adam", "--momentum", "0.5"], r"argument --momentum: only SGD uses momentum, got --optimizer adam"),
     (["--weight-decay", "-0.1"], r"argument --weight-decay: expected a number >= 0, got -0\.1"),
     (["--device", "tpu"], r"argument --device: device: expected 'cpu', 'cuda' or 'cuda:N', got 'tpu'"),
     (["--dataset", "imagenet"], r"argument --dataset: invalid choice: 'imagenet'"),
