@@ -21,7 +21,7 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def lenet_op_cases(batch_size):
-    """(name, input shapes, minigrad function, torch function): the ops of one LeNet step."""
+    """(name, input shapes, minigrad fn, torch fn, inputs needing a gradient, input comes from a conv/pool)."""
     import minigrad.nn.functional as F
     import torch.nn.functional as torch_F
 
@@ -32,15 +32,17 @@ def lenet_op_cases(batch_size):
         return lambda logits: module.cross_entropy(logits, labels_for(logits))
 
     b = batch_size
+    pool = (op(F.max_pool2d, kernel_size=2), op(torch_F.max_pool2d, kernel_size=2))
     return [
-        ("conv1 3->6 5x5 (input is data)", [(b, 3, 32, 32), (6, 3, 5, 5), (6,)], F.conv2d, torch_F.conv2d, (1, 2)),
-        ("relu1", [(b, 6, 28, 28)], F.relu, torch_F.relu, (0,)),
-        ("maxpool1 2x2", [(b, 6, 28, 28)], op(F.max_pool2d, kernel_size=2), op(torch_F.max_pool2d, kernel_size=2), (0,)),
-        ("conv2 6->16 5x5", [(b, 6, 14, 14), (16, 6, 5, 5), (16,)], F.conv2d, torch_F.conv2d, (0, 1, 2)),
-        ("maxpool2 2x2", [(b, 16, 10, 10)], op(F.max_pool2d, kernel_size=2), op(torch_F.max_pool2d, kernel_size=2), (0,)),
-        ("linear 400->120", [(b, 400), (120, 400), (120,)], F.linear, torch_F.linear, (0, 1, 2)),
-        ("linear 84->10", [(b, 84), (10, 84), (10,)], F.linear, torch_F.linear, (0, 1, 2)),
-        ("cross-entropy", [(b, 10)], cross_entropy(F), cross_entropy(torch_F), (0,)),
+        ("conv1 3->6 5x5 (input is data)", [(b, 3, 32, 32), (6, 3, 5, 5), (6,)], F.conv2d, torch_F.conv2d,
+         (1, 2), False),
+        ("relu1", [(b, 6, 28, 28)], F.relu, torch_F.relu, (0,), True),
+        ("maxpool1 2x2", [(b, 6, 28, 28)], *pool, (0,), True),
+        ("conv2 6->16 5x5", [(b, 6, 14, 14), (16, 6, 5, 5), (16,)], F.conv2d, torch_F.conv2d, (0, 1, 2), True),
+        ("maxpool2 2x2", [(b, 16, 10, 10)], *pool, (0,), True),
+        ("linear 400->120", [(b, 400), (120, 400), (120,)], F.linear, torch_F.linear, (0, 1, 2), False),
+        ("linear 84->10", [(b, 84), (10, 84), (10,)], F.linear, torch_F.linear, (0, 1, 2), False),
+        ("cross-entropy", [(b, 10)], cross_entropy(F), cross_entropy(torch_F), (0,), False),
     ]
 
 
@@ -55,14 +57,49 @@ def labels_for(logits):
     return mg.tensor(labels, device=logits.device)
 
 
-def chain_inputs(shapes, requires_grad_positions, make_tensor):
+def random_arrays(shapes):
     import numpy as np
     generator = np.random.default_rng(0)
-    arrays = [generator.standard_normal(shape).astype(np.float32) for shape in shapes]
-    return [make_tensor(array, i in requires_grad_positions) for i, array in enumerate(arrays)]
+    return [generator.standard_normal(shape).astype(np.float32) for shape in shapes]
 
 
-def time_op(fn, inputs, repeats, sync):
+def minigrad_inputs(shapes, grad_positions, from_conv_or_pool, device):
+    """Inside the network a conv/pool/relu receives the batch-last view its predecessor made."""
+    import minigrad as mg
+    from minigrad.backend import to_device
+    from minigrad.ops.conv import batch_first, batch_last
+    arrays = [to_device(array, mg.backend.parse_device(device)) for array in random_arrays(shapes)]
+    if from_conv_or_pool:
+        arrays[0] = batch_first(batch_last(arrays[0]))
+    return [mg.Tensor(array, requires_grad=i in grad_positions) for i, array in enumerate(arrays)]
+
+
+def torch_inputs(shapes, grad_positions, device):
+    import torch
+    return [torch.tensor(array, requires_grad=i in grad_positions, device=device)
+            for i, array in enumerate(random_arrays(shapes))]
+
+
+def minigrad_backward(out, grad, inputs):
+    # A layer inside a network hands its input gradient on; it never pays for accumulating into
+    # a leaf's .grad (for a batch-last gradient, a transposing copy). So an op that is a single
+    # Function (conv, pool, relu, cross-entropy) is timed by that Function's own backward;
+    # linear (matmul, transpose, add) by the public backward().
+    if out._fn.__class__.__name__ in SINGLE_FUNCTION_OPS:
+        out._fn.backward(grad.data)
+    else:
+        out.backward(grad)
+
+
+SINGLE_FUNCTION_OPS = {"Conv2d", "MaxPool2d", "ReLU", "CrossEntropy"}
+
+
+def torch_backward(out, grad, inputs):
+    import torch
+    torch.autograd.grad(out, [t for t in inputs if t.requires_grad], grad)  # no accumulation into .grad
+
+
+def time_op(fn, inputs, backward, repeats, sync):
     """Median forward and backward milliseconds of ``fn(*inputs)``."""
     forward_s, backward_s = [], []
     for _ in range(repeats + 2):  # the first two runs warm up
@@ -72,9 +109,9 @@ def time_op(fn, inputs, repeats, sync):
         out = fn(*inputs)
         sync()
         forward_s.append(time.perf_counter() - start)
-        loss_grad = out.detach() * 0 + 1  # d(sum(out))/d(out): same shape, same framework
+        out_grad = out.detach() * 0 + 1  # d(sum(out))/d(out), in out's own layout and framework
         start = time.perf_counter()
-        out.backward(loss_grad)
+        backward(out, out_grad, inputs)
         sync()
         backward_s.append(time.perf_counter() - start)
     return 1e3 * statistics.median(forward_s[2:]), 1e3 * statistics.median(backward_s[2:])
@@ -100,14 +137,11 @@ def measure(args):
     cases = lenet_op_cases(args.batch_size)
     # Every minigrad op first, then every torch op: torch's worker threads keep spinning for a
     # while after each of its ops and would steal a core from NumPy's BLAS if interleaved.
-    mg_times = [time_op(mg_fn, chain_inputs(shapes, grad_positions,
-                                            lambda a, g: mg.tensor(a, requires_grad=g, device=device)),
+    mg_times = [time_op(mg_fn, minigrad_inputs(shapes, grads, from_conv, device), minigrad_backward,
                         args.repeats, sync)
-                for _, shapes, mg_fn, _, grad_positions in cases]
-    torch_times = [time_op(torch_fn, chain_inputs(shapes, grad_positions,
-                                                  lambda a, g: torch.tensor(a, requires_grad=g, device=torch_device)),
-                           args.repeats, sync)
-                   for _, shapes, _, torch_fn, grad_positions in cases]
+                for _, shapes, mg_fn, _, grads, from_conv in cases]
+    torch_times = [time_op(torch_fn, torch_inputs(shapes, grads, torch_device), torch_backward, args.repeats, sync)
+                   for _, shapes, _, torch_fn, grads, _ in cases]
     rows = []
     for (name, *_), (mg_forward, mg_backward), (pt_forward, pt_backward) in zip(cases, mg_times, torch_times):
         rows.append({"op": name, "minigrad_forward_ms": mg_forward, "minigrad_backward_ms": mg_backward,
