@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import importlib
+import os
 
 import numpy
 
@@ -106,14 +107,6 @@ def to_device(array, device: str):
         return cupy.asarray(array)
 
 
-def on_device(device: str):
-    """Context manager that makes ``device`` current for new CuPy arrays (no-op on CPU)."""
-    if device == "cpu":
-        import contextlib
-        return contextlib.nullcontext()
-    return _import_cupy().cuda.Device(int(device.split(":")[1]))
-
-
 def to_host(array):
     """A NumPy array with the same values (a copy when it lives on a GPU)."""
     return array.get() if is_cupy_array(array) else numpy.asarray(array)
@@ -123,7 +116,6 @@ def to_host(array):
 float32 = numpy.dtype("float32")
 float64 = numpy.dtype("float64")
 int64 = numpy.dtype("int64")
-FLOAT_DTYPES = (float32, float64)
 
 
 def parse_dtype(dtype):
@@ -141,12 +133,6 @@ def is_dtype_like(value) -> bool:
 
 
 # ----------------------------------------------------------------------------- kernels
-def sliding_window_view(array, window_shape, axis):
-    """Windowed view (no copy) over ``axis``: numpy's and cupy's share one signature."""
-    xp = xp_of(array)
-    return xp.lib.stride_tricks.sliding_window_view(array, window_shape, axis=axis)
-
-
 def as_strided(array, shape, strides):
     xp = xp_of(array)
     return xp.lib.stride_tricks.as_strided(array, shape=shape, strides=strides)
@@ -169,8 +155,12 @@ def keep_freed_host_memory_for_reuse() -> bool:
     Training allocates and frees the same activation-sized arrays every step. By default glibc
     serves big blocks with mmap and hands them back to the OS on free, so each step pays for
     fresh zeroed pages again (LeNet, batch 512: ~10k page faults, a quarter of a CPU step).
-    CuPy's memory pool does this job on the GPU. A no-op where malloc is not glibc's.
+    CuPy's memory pool does this job on the GPU. A no-op where malloc is not glibc's, and
+    when the environment sets MINIGRAD_KEEP_FREED_MEMORY=0 (the setting is process-wide: it
+    also applies to the rest of the program that imported minigrad).
     """
+    if os.environ.get("MINIGRAD_KEEP_FREED_MEMORY", "1") == "0":
+        return False
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):

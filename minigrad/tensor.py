@@ -135,7 +135,7 @@ class Tensor:
         if self.grad is None:
             # Copy: the same array may also be another tensor's gradient; in-place += later
             # must not change both.
-            self.grad = Tensor._wrap(grad.copy())
+            self.grad = Tensor._wrap(grad.copy(order="K"))  # "K": keep the layout, no transposing copy
         else:
             self.grad.data += grad
 

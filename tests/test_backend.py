@@ -160,3 +160,9 @@ def test_module_to_device_keeps_parameters_and_matches_cpu(device):
     out = model(mg.tensor(x, device=device))
     assert out.device == backend.parse_device(device)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_keeping_freed_host_memory_can_be_turned_off(monkeypatch):
+    """The malloc setting is process-wide, so a program embedding minigrad can refuse it."""
+    monkeypatch.setenv("MINIGRAD_KEEP_FREED_MEMORY", "0")
+    assert backend.keep_freed_host_memory_for_reuse() is False
