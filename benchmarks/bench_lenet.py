@@ -37,6 +37,15 @@ def lenet_training_flops_per_image():
 
 
 # ----------------------------------------------------------------------------- models
+def lenet(nn):
+    """The seed LeNet, from either framework's ``nn`` (minigrad's mirrors PyTorch's names)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, NUM_CLASSES),
+    )
+
+
 def minigrad_step_fn(batch_size, device):
     sys.path.insert(0, REPO_ROOT)
     import minigrad as mg
@@ -45,11 +54,7 @@ def minigrad_step_fn(batch_size, device):
     from minigrad.backend import np
 
     mg.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, NUM_CLASSES),
-    ).to(device)
+    model = lenet(nn).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     images, labels = random_batch(np, batch_size)
@@ -72,11 +77,7 @@ def torch_step_fn(batch_size, device, threads):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = nn.Sequential(
-        nn.Conv2d(3, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, NUM_CLASSES),
-    ).to(device)
+    model = lenet(nn).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     images, labels = random_batch(np, batch_size)
