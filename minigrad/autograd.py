@@ -138,45 +138,55 @@ def backward(root, grad=None, retain_graph=False):
     gradient in ``.grad`` with ``+=`` semantics, so calling backward on several losses (or
     micro-batches) adds their gradients up — the basis of gradient accumulation.
     """
-    if not root.requires_grad:
+    root_node = gradient_destination(root)
+    if root_node is None:
         raise RuntimeError("backward: the tensor does not require grad and has no graph "
                            "(was it computed under no_grad, or from tensors without requires_grad?)")
-    xp = backend.xp_of(root.data)
-    if grad is None:
-        if root.data.size != 1:
-            raise RuntimeError(f"backward: grad can be implicit only for a scalar output, "
-                               f"got shape {root.shape}; pass grad= of that shape")
-        grad = xp.ones_like(root.data)
-    else:
-        grad = grad.data if hasattr(grad, "_fn") else xp.asarray(grad, dtype=root.dtype)
-        if grad.shape != root.shape:
-            raise ValueError(f"backward: grad must have the output's shape {root.shape}, got {grad.shape}")
-
-    root_node = gradient_destination(root)
-    pending = {id(root_node): grad}  # gradients that arrived at a node and still have to flow on
+    pending = {id(root_node): initial_gradient(root, grad)}  # gradients still to flow on, per node
     for node in reversed(_topological_order(root_node)):
         node_grad = pending.pop(id(node), None)
         if node_grad is None:
             continue
-        if not isinstance(node, Function):  # a leaf tensor: accumulate into .grad
+        if isinstance(node, Function):
+            send_to_parents(node, node_grad, pending, retain_graph)
+        else:  # a leaf tensor: accumulate into .grad
             node._accumulate_grad(node_grad)
+
+
+def initial_gradient(root, grad):
+    """d root / d root: ones for a scalar, else the caller's ``grad`` (same shape, dtype, device)."""
+    if grad is None:
+        if root.data.size != 1:
+            raise RuntimeError(f"backward: grad can be implicit only for a scalar output, "
+                               f"got shape {root.shape}; pass grad= of that shape")
+        return backend.xp_of(root.data).ones_like(root.data)
+    from .tensor import Tensor, check_same_device
+    grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=root.dtype, device=root.device)
+    check_same_device("backward", (root, grad))
+    if grad.shape != root.shape or grad.dtype != root.dtype:
+        raise ValueError(f"backward: grad must match the output, shape {root.shape} dtype {root.dtype}; "
+                         f"got shape {grad.shape} dtype {grad.dtype}")
+    return grad.data
+
+
+def send_to_parents(node, grad, pending, retain_graph):
+    """Run one node's backward and add each input's gradient (reduced to its shape) to ``pending``."""
+    if node.released:
+        raise RuntimeError("backward: this graph was already walked and its saved arrays freed; "
+                           "pass retain_graph=True to the first backward to walk it twice")
+    output = node.retained_output() if node.retained_output is not None else None
+    if output is not None:
+        output._accumulate_grad(grad)
+    input_grads = node.backward(grad)
+    if not isinstance(input_grads, tuple):
+        input_grads = (input_grads,)
+    for parent, shape, parent_grad in zip(node.parents, node.input_shapes, input_grads):
+        if parent is None or parent_grad is None:
             continue
-        if node.released:
-            raise RuntimeError("backward: this graph was already walked and its saved arrays freed; "
-                               "pass retain_graph=True to the first backward to walk it twice")
-        output = node.retained_output() if node.retained_output is not None else None
-        if output is not None:
-            output._accumulate_grad(node_grad)
-        input_grads = node.backward(node_grad)
-        if not isinstance(input_grads, tuple):
-            input_grads = (input_grads,)
-        for parent, shape, parent_grad in zip(node.parents, node.input_shapes, input_grads):
-            if parent is None or parent_grad is None:
-                continue
-            parent_grad = unbroadcast(parent_grad, shape)
-            key = id(parent)
-            # Out of place on purpose: one array may be handed to several inputs (add, stack).
-            pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
-        if not retain_graph:
-            node.saved, node.parents = (), ()  # free the saved activations as soon as they are used
-            node.released = True
+        parent_grad = unbroadcast(parent_grad, shape)
+        key = id(parent)
+        # Out of place on purpose: one array may be handed to several inputs (add, stack).
+        pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
+    if not retain_graph:
+        node.saved, node.parents = (), ()  # free the saved activations as soon as they are used
+        node.released = True

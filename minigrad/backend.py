@@ -134,11 +134,12 @@ def is_dtype_like(value) -> bool:
 
 # ----------------------------------------------------------------------------- kernels
 def as_strided(array, shape, strides):
+    """A view with the given shape and strides (no copy): numpy's and cupy's share one signature."""
     xp = xp_of(array)
     return xp.lib.stride_tricks.as_strided(array, shape=shape, strides=strides)
 
 
-# ----------------------------------------------------------------------------- kernels that differ per backend
+# Kernels that differ per backend: one name here, each backend's choice inside.
 def im2col_block_elements(xp) -> int:
     """How many values a convolution gathers into columns at a time (see ops/conv.py).
 
