@@ -113,12 +113,19 @@ def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micr
                 outputs = model(inputs[part])
             # Sum over this micro-batch / the WHOLE batch's normaliser; NOT its mean / len(parts)
             # (that weighs samples unequally, see the module docstring).
-            loss = summed_loss(criterion, outputs, targets[part]) / normalizer
+            loss = share_of_batch_loss(summed_loss(criterion, outputs, targets[part]), normalizer)
             loss.backward()  # adds this micro-batch's share into .grad
             total_loss += loss.item()
             if on_micro_batch is not None:
                 on_micro_batch(outputs.detach(), targets[part])
-    return total_loss
+    return total_loss if normalizer else float("nan")  # nothing counted: 0/0, as the full batch
+
+
+def share_of_batch_loss(micro_batch_sum, normalizer):
+    """``micro_batch_sum / normalizer``; with nothing counted in the whole batch (normaliser 0)
+    the full batch's loss is 0/0 = NaN but its gradient is 0 (PyTorch's too), so the share is
+    ``sum * 0``: backpropagating ``1/0`` would put 0 * inf = NaN into .grad instead."""
+    return micro_batch_sum / normalizer if normalizer else micro_batch_sum * 0.0
 
 
 def _as_tensor(value, name):

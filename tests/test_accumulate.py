@@ -6,6 +6,7 @@ data, batch sizes, uneven partitions, loss variants and dropout.
 """
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -144,6 +145,37 @@ def test_micro_batches_with_no_counted_target_add_nothing_but_keep_the_normalise
     assert_same_gradients(actual, expected)
 
 
+@pytest.mark.parametrize("with_weight", [False, True])
+def test_a_batch_with_every_target_ignored_gives_nan_loss_and_zero_gradient_like_torch(with_weight, device):
+    """Normaliser 0: the full batch's mean is 0/0 = NaN and its gradient 0 (torch agrees);
+    accumulation must not backprop 0 * (1/0) = NaN into .grad."""
+    weight = mg.tensor([0.5, 2.0, 1.5], dtype=mg.float64, device=device) if with_weight else None
+    criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX)
+    model = make_model("mlp", 0.0, device)
+    inputs, _ = make_data("mlp", criterion, 5, False, 0, device)
+    targets = mg.tensor(np.full(5, IGNORE_INDEX), device=device)
+    full_loss, expected = full_batch_gradients(model, criterion, inputs, targets)
+    loss, actual = accumulated_gradients(model, criterion, inputs, targets, [2, 3])
+    torch_logits = torch.tensor(model(inputs).numpy(), requires_grad=True)  # torch's rule on the loss input
+    torch_loss = torch.nn.functional.cross_entropy(
+        torch_logits, torch.tensor(targets.numpy()), None if weight is None else torch.tensor(weight.numpy()),
+        ignore_index=IGNORE_INDEX)
+    torch_loss.backward()
+    assert np.isnan(torch_loss.item()) and not torch_logits.grad.any()
+    assert np.isnan(full_loss) and np.isnan(loss)
+    assert all(not g.any() for g in expected)
+    assert_same_gradients(actual, expected)
+
+
+def test_evaluate_on_data_with_every_target_ignored_gives_nan_loss_and_no_accuracy(device):
+    criterion = nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX)
+    model = make_model("mlp", 0.0, device)
+    inputs, _ = make_data("mlp", criterion, 5, False, 0, device)
+    targets = mg.tensor(np.full(5, IGNORE_INDEX), device=device)
+    stats = train.evaluate(model, criterion, [(inputs, targets)])
+    assert np.isnan(stats["loss"]) and stats["accuracy"] is None
+
+
 def test_dropout_masks_do_not_depend_on_the_split_but_do_on_the_seed(device):
     """Guards the dropout variant of the property: masks really differ between seeds, so the
     equality above is not vacuous, and keyed rows are the same whatever the offset split."""
@@ -221,9 +253,17 @@ def test_k_steps_with_accumulation_equal_k_full_batch_steps(choice, steps, batch
             else:
                 full_batch_gradients(model, criterion, inputs, targets, seed=step)
             optimizer.step()  # once per batch: Adam's step count and weight decay act once
-        trained.append([p.numpy() for p in model.parameters()])
-        assert all(state.get("step", steps) == steps for state in optimizer.state.values())
-    assert_same_gradients(trained[1], trained[0])
+        trained.append([p.numpy() for p in model.parameters()] + optimizer_state_arrays(optimizer, model))
+        if name != "SGD":  # Adam's step count: one per batch, not one per micro-batch
+            assert [optimizer.state[id(p)]["step"] for p in model.parameters()] == [steps] * 4
+    assert_same_gradients(trained[1], trained[0])  # parameters, and SGD's momentum / Adam's moments
+
+
+def optimizer_state_arrays(optimizer, model):
+    """Every state array (momentum buffer, Adam's moments), in parameter order, so two runs compare."""
+    states = [optimizer.state[id(p)] for p in model.parameters()]
+    assert all(states), "every parameter has optimizer state after a step"
+    return [value for state in states for key, value in sorted(state.items()) if key != "step"]
 
 
 # ----------------------------------------------------------------------------- bad input
