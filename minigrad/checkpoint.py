@@ -17,7 +17,7 @@ import os
 import tempfile
 import zipfile
 
-from . import backend
+from . import backend, nn
 from .backend import np
 from .tensor import Tensor
 
@@ -123,27 +123,14 @@ def _decode(value, arrays, path):
 
 
 # ----------------------------------------------------------------------------- into a model
-def check_model_state(model, model_state, source="checkpoint"):
-    """Raise ValueError naming the first parameter whose name or shape differs from ``model``'s.
-    Nothing is changed, so a wrong checkpoint cannot leave a half-loaded model."""
-    own = model.state_dict()
-    for name, tensor in own.items():
-        if name not in model_state:
-            raise ValueError(f"{source}: parameter {name!r} of the model is missing from the checkpoint "
-                             f"(it has {sorted(model_state)}); was it saved from a different model?")
-        saved_shape = tuple(np.shape(model_state[name]))
-        if saved_shape != tuple(tensor.shape):
-            raise ValueError(f"{source}: parameter {name!r}: expected shape {tuple(tensor.shape)}, got "
-                             f"{saved_shape}; was it saved from a different model?")
-    unexpected = [name for name in model_state if name not in own]
-    if unexpected:
-        raise ValueError(f"{source}: parameter {unexpected[0]!r} in the checkpoint does not exist in the "
-                         f"model (its parameters: {list(own)}); was it saved from a different model?")
-
-
 def load_model_state(model, model_state, source="checkpoint"):
-    check_model_state(model, model_state, source)
-    model.load_state_dict(model_state)
+    """``model.load_state_dict`` (which checks every name and shape before changing anything, so
+    a wrong checkpoint cannot leave a half-loaded model), with errors naming ``source``."""
+    try:
+        model.load_state_dict(model_state)
+    except nn.StateDictMismatch as mismatch:
+        raise ValueError(f"{source}: {mismatch.describe('the checkpoint')}; "
+                         f"was it saved from a different model?") from None
     return model
 
 

@@ -365,10 +365,10 @@ def layer_output_shape(layer, shape):
     if isinstance(layer, nn.Linear):
         return (*shape[:-1], layer.out_features)
     if isinstance(layer, nn.Conv2d):
-        sizes = zip(shape[2:], layer.kernel_size, pair(layer.stride, "stride"),
-                    pair(layer.padding, "padding"), pair(layer.dilation, "dilation"))
-        return (shape[0], layer.out_channels, *(output_size(*size) for size in sizes))
-    if isinstance(layer, nn.MaxPool2d):  # AvgPool2d too
+        padded = (size + before + after for size, (before, after) in zip(shape[2:], layer.padding_amounts()))
+        sizes = zip(padded, layer.kernel_size, layer.stride, layer.dilation)
+        return (shape[0], layer.out_channels, *(output_size(size, k, s, 0, d) for size, k, s, d in sizes))
+    if isinstance(layer, nn.layers._Pool2d):  # MaxPool2d and AvgPool2d
         kernel = pair(layer.kernel_size, "kernel_size")
         stride = kernel if layer.stride is None else pair(layer.stride, "stride")
         sizes = zip(shape[2:], kernel, stride, pair(layer.padding, "padding"))

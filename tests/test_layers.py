@@ -206,7 +206,8 @@ def test_load_state_dict_with_a_missing_key_names_it_and_changes_nothing():
     before = snapshot(model)
     state = {name: value.numpy() + 1 for name, value in model.state_dict().items()}
     del state["4.bias"]
-    with pytest.raises(ValueError, match=r"missing \['4.bias'\]"):
+    with pytest.raises(ValueError, match=r"parameter '4\.bias' of the model is missing from the state_dict "
+                                         r"\(missing: \['4\.bias'\]"):
         model.load_state_dict(state)
     assert_unchanged(model, before)
 
@@ -216,7 +217,7 @@ def test_load_state_dict_with_an_unexpected_key_names_it_and_changes_nothing():
     before = snapshot(model)
     state = {name: value.numpy() + 1 for name, value in model.state_dict().items()}
     state["9.weight"] = np.zeros(3)
-    with pytest.raises(ValueError, match=r"unexpected \['9.weight'\]"):
+    with pytest.raises(ValueError, match=r"parameter '9\.weight' in the state_dict does not exist in the model"):
         model.load_state_dict(state)
     assert_unchanged(model, before)
 
@@ -284,3 +285,37 @@ def test_default_init_is_kaiming_uniform_bounded_by_one_over_sqrt_fan_in_like_to
         count = ours.size
         assert abs(ours.mean()) < 5 * bound / math.sqrt(3 * count)
         assert abs(ours.var() - bound ** 2 / 3) < 5 * bound ** 2 * math.sqrt(4 / 45 / count)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+@pytest.mark.parametrize("kernel_size, dilation", [(3, 1), (4, 1), ((2, 5), 1), (3, 2), ((4, 3), (1, 3))])
+def test_conv2d_string_padding_matches_torch_even_and_odd_kernels(padding, kernel_size, dilation, device):
+    """An even total padding d*(k-1) splits evenly; an odd one puts the extra zeros bottom/right."""
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8))
+    geometry = dict(kernel_size=kernel_size, padding=padding, dilation=dilation)
+    check_module_against_torch(nn.Conv2d(3, 4, **geometry), torch.nn.Conv2d(3, 4, **geometry), x, device=device)
+
+
+@pytest.mark.parametrize("arguments", [
+    dict(kernel_size=5), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=(2, 3), padding="same"),
+    dict(kernel_size=3, dilation=2, groups=2, bias=False), dict(kernel_size=3, padding="valid"),
+])
+def test_conv2d_repr_is_torchs(arguments):
+    assert repr(nn.Conv2d(2, 4, **arguments)) == repr(torch.nn.Conv2d(2, 4, **arguments))
+
+
+@pytest.mark.parametrize("arguments, error, message", [
+    (dict(padding="full"), ValueError, r"padding: expected an int, a pair or one of \('same', 'valid'\), got 'full'"),
+    (dict(padding="same", stride=2), ValueError, r"padding='same' needs stride 1 \(as in PyTorch\), got stride=\(2, 2\)"),
+    (dict(padding_mode="reflect"), ValueError, r"padding_mode: expected 'zeros'.*got 'reflect'"),
+    (dict(padding=1.5), TypeError, r"padding: expected an int or a pair of ints, got 1\.5"),
+])
+def test_conv2d_rejects_bad_padding_naming_it(arguments, error, message):
+    with pytest.raises(error, match=message):
+        nn.Conv2d(2, 4, 3, **arguments)
+
+
+def test_avg_pool_is_not_a_max_pool_as_in_torch():
+    assert isinstance(torch.nn.AvgPool2d(2), torch.nn.MaxPool2d) is False
+    assert isinstance(nn.AvgPool2d(2), nn.MaxPool2d) is False
+    assert isinstance(nn.MaxPool2d(2), nn.AvgPool2d) is False

@@ -1,6 +1,8 @@
 """Layers: thin Modules that hold parameters and call ``nn.functional``."""
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from .. import backend
 from ..backend import np
 from . import functional as F
@@ -33,43 +35,99 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+PADDING_STRINGS = ("same", "valid")
+
+
 class Conv2d(Module):
+    """Cross-correlation with learned (O, C/groups, KH, KW) filters. ``padding`` is an int, a pair,
+    "valid" (no padding) or "same" (output as large as the input; stride 1 only, as in PyTorch).
+    stride, padding and dilation are stored as pairs, as PyTorch stores them."""
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, dtype=None, device=None):
+                 bias=True, padding_mode="zeros", dtype=None, device=None):
         super().__init__()
         kernel = F.pair(kernel_size, "kernel_size")
         if not isinstance(groups, int) or groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups must divide in_channels {in_channels} and out_channels "
                              f"{out_channels}, got {groups}")
+        if padding_mode != "zeros":
+            raise ValueError(f"Conv2d: padding_mode: expected 'zeros' (the only one minigrad has), "
+                             f"got {padding_mode!r}")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
-        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.stride, self.dilation, self.groups = F.pair(stride, "stride"), F.pair(dilation, "dilation"), groups
+        self.padding = _checked_padding(padding, self.stride)
         shape = (out_channels, in_channels // groups, *kernel)
         self.weight = init.kaiming_uniform_(_empty_parameter(shape, dtype, device))
         self.bias = init.bias_uniform_(_empty_parameter((out_channels,), dtype, device), shape) if bias else None
 
+    def padding_amounts(self):
+        """((top, bottom), (left, right)) zeros added around the input. "same" pads d*(k-1) in
+        total per axis; when that is odd the extra row/column goes at the bottom/right, as PyTorch."""
+        if self.padding == "valid":
+            return (0, 0), (0, 0)
+        if self.padding == "same":
+            totals = (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
+            return tuple((total // 2, total - total // 2) for total in totals)
+        return tuple((p, p) for p in self.padding)
+
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        (top, bottom), (left, right) = self.padding_amounts()
+        if (top, left) != (bottom, right):  # uneven: conv2d pads both sides alike, so pad first
+            x = F.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+            top = left = 0
+        return F.conv2d(x, self.weight, self.bias, self.stride, (top, left), self.dilation, self.groups)
 
     def extra_repr(self):
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"stride={self.stride}, padding={self.padding}")
+        """PyTorch's wording: non-default padding, dilation, groups and bias only."""
+        text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
+        if self.padding != (0, 0):
+            text += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            text += f", dilation={self.dilation}"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        return text + (", bias=False" if self.bias is None else "")
 
 
-class MaxPool2d(Module):
+def _checked_padding(padding, stride):
+    if not isinstance(padding, str):
+        return F.pair(padding, "padding")
+    if padding not in PADDING_STRINGS:
+        raise ValueError(f"Conv2d: padding: expected an int, a pair or one of {PADDING_STRINGS}, got {padding!r}")
+    if padding == "same" and stride != (1, 1):
+        raise ValueError(f"Conv2d: padding='same' needs stride 1 (as in PyTorch), got stride={stride}")
+    return padding
+
+
+class _Pool2d(Module):
+    """What max and average pooling share: the window, its stride and padding (and the repr)."""
+
     def __init__(self, kernel_size, stride=None, padding=0):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-
-    def forward(self, x):
-        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
 
 
-class AvgPool2d(MaxPool2d):
+class MaxPool2d(_Pool2d):
+    def forward(self, x):
+        return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(_Pool2d):
     def forward(self, x):
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, e.g. for a removed layer); ignores any arguments."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, x):
+        return x
 
 
 class ReLU(Module):
@@ -110,17 +168,47 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Softmax(Module):
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x):
+        return F.softmax(x, _softmax_dim(self.dim, x.ndim))
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x):
+        return F.log_softmax(x, _softmax_dim(self.dim, x.ndim))
+
+
+def _softmax_dim(dim, ndim):
+    """PyTorch's legacy choice when no dim is given: 0 for 0-, 1- and 3-d inputs, else 1."""
+    if dim is not None:
+        return dim
+    return 0 if ndim in (0, 1, 3) else 1
+
+
 class Sequential(Module):
-    """Calls its modules in order; they are named "0", "1", ... as in PyTorch."""
+    """Calls its modules in order; they are named "0", "1", ... as in PyTorch (or given names,
+    from one OrderedDict argument)."""
 
     def __init__(self, *modules):
         super().__init__()
-        for index, module in enumerate(modules):
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) \
+            else ((str(index), module) for index, module in enumerate(modules))
+        for name, module in named:
             if not isinstance(module, Module):
-                raise TypeError(f"Sequential: argument {index} must be a Module, got {type(module).__name__}")
-            setattr(self, str(index), module)
+                raise TypeError(f"Sequential: argument {name} must be a Module, got {type(module).__name__}")
+            setattr(self, name, module)
 
     def __getitem__(self, index):
+        """One module, or for a slice a Sequential of those modules keeping their names (as PyTorch)."""
+        if isinstance(index, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
 
     def __len__(self):
@@ -129,10 +217,53 @@ class Sequential(Module):
     def __iter__(self):
         return iter(self._modules.values())
 
+    def append(self, module):
+        setattr(self, str(len(self)), _checked_module(module, "module"))
+        return self
+
     def forward(self, x):
         for module in self._modules.values():
             x = module(x)
         return x
+
+
+class ModuleList(Module):
+    """A list whose Modules are registered (their parameters are the owner's), named "0", "1", ...
+    It has no forward: the owner decides how to call them."""
+
+    def __init__(self, modules=()):
+        super().__init__()
+        self.extend(modules)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return type(self)(list(self._modules.values())[index])
+        return list(self._modules.values())[index]
+
+    def __setitem__(self, index, module):
+        names = list(self._modules)
+        setattr(self, names[index], _checked_module(module, "module"))
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module):
+        setattr(self, str(len(self)), _checked_module(module, "module"))
+        return self
+
+    def extend(self, modules):
+        for module in modules:
+            self.append(module)
+        return self
+
+
+def _checked_module(value, argument):
+    if not isinstance(value, Module):
+        raise TypeError(f"{argument}: expected a Module, got {type(value).__name__}")
+    return value
 
 
 class CrossEntropyLoss(Module):

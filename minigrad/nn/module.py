@@ -1,7 +1,7 @@
 """``Module`` and ``Parameter``: a tree of layers that owns named, ordered parameters."""
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, namedtuple
 
 from .. import backend
 from ..tensor import Tensor
@@ -17,6 +17,28 @@ class Parameter(Tensor):
 
     def __repr__(self):
         return "Parameter(" + super().__repr__() + ")"
+
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])  # torch's name
+
+
+class StateDictMismatch(ValueError):
+    """A state_dict whose names or shapes differ from a module's. It keeps the lists, so a caller
+    (the checkpoint loader) can name where the values came from; ``describe`` words the first problem."""
+
+    def __init__(self, missing, unexpected, misshaped):
+        self.missing, self.unexpected, self.misshaped = missing, unexpected, misshaped  # misshaped: (name, want, got)
+        super().__init__("load_state_dict: " + self.describe("the state_dict"))
+
+    def describe(self, source):
+        if self.missing:
+            return (f"parameter {self.missing[0]!r} of the model is missing from {source} "
+                    f"(missing: {self.missing}, unexpected: {self.unexpected})")
+        if self.misshaped:
+            name, expected, got = self.misshaped[0]
+            return f"parameter {name!r}: expected shape {expected}, got {got}"
+        return (f"parameter {self.unexpected[0]!r} in {source} does not exist in the model "
+                f"(unexpected: {self.unexpected})")
 
 
 class Module:
@@ -43,6 +65,13 @@ class Module:
         elif isinstance(value, Module):
             self._modules[name] = value
         object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        """``del module.name`` unregisters a parameter, buffer or submodule too (so it leaves
+        ``parameters()`` and ``state_dict()``), as in PyTorch."""
+        for registry in (self._parameters, self._buffers, self._modules):
+            registry.pop(name, None)
+        object.__delattr__(self, name)
 
     def register_buffer(self, name, tensor):
         """A tensor that moves with the module (``to``) and is saved, but is not trained."""
@@ -94,15 +123,18 @@ class Module:
     def eval(self):
         return self.train(False)
 
-    def zero_grad(self):
-        """Forget every parameter's gradient (``.grad = None``, as PyTorch's default)."""
-        for parameter in self.parameters():
-            parameter.grad = None
+    def zero_grad(self, set_to_none=True):
+        """Forget every parameter's gradient (``.grad = None``, PyTorch's default), or with
+        ``set_to_none=False`` fill existing gradients with zeros in place."""
+        zero_gradients(self.parameters(), set_to_none)
 
     # ------------------------------------------------------------------ device and dtype
     def to(self, target=None, dtype=None, device=None):
         """Move/cast every parameter and buffer in place; the Parameter objects stay the same,
-        so an optimizer built before ``to`` still updates them."""
+        so an optimizer built before ``to`` still updates them. An optimizer's existing state
+        (momentum, moments) stays where it was, as in PyTorch: move the model before the first
+        step, or round-trip ``optimizer.load_state_dict(optimizer.state_dict())``, which puts
+        the state on each parameter's device and dtype."""
         if target is not None:
             if backend.is_dtype_like(target):
                 dtype = target
@@ -136,29 +168,25 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values in; every name and shape is checked before anything is changed."""
+        """Copy values in; every name and shape is checked before anything is changed.
+
+        Returns ``IncompatibleKeys(missing_keys, unexpected_keys)`` as PyTorch does. With
+        ``strict=True`` any missing or unexpected name raises; a shape mismatch always raises.
+        """
         own = OrderedDict(self.named_parameters())
         own.update(self.named_buffers())
         missing = [name for name in own if name not in state_dict]
         unexpected = [name for name in state_dict if name not in own]
-        if strict and (missing or unexpected):
-            raise ValueError(f"load_state_dict: state_dict keys do not match the model: "
-                             f"missing {missing}, unexpected {unexpected}")
-        values = {}
-        for name, target in own.items():
-            if name not in state_dict:
-                continue
-            value = state_dict[name]
-            array = value.data if isinstance(value, Tensor) else value
-            array_shape = tuple(getattr(array, "shape", ()))
-            if array_shape != target.shape:
-                raise ValueError(f"load_state_dict: {name}: expected shape {target.shape}, got {array_shape}")
-            values[name] = array
+        values = {name: _array_of(state_dict[name]) for name in own if name in state_dict}
+        misshaped = [(name, own[name].shape, tuple(getattr(array, "shape", ()))) for name, array in values.items()
+                     if tuple(getattr(array, "shape", ())) != own[name].shape]
+        if misshaped or (strict and (missing or unexpected)):
+            raise StateDictMismatch(missing if strict else [], unexpected if strict else [], misshaped)
         for name, array in values.items():  # all checks passed: now change state
             target = own[name]
             target.data[...] = backend.to_device(backend.xp_of(array).asarray(array), target.device).astype(
                 target.dtype, copy=False)
-        return self
+        return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
     def extra_repr(self):
@@ -170,6 +198,20 @@ class Module:
             child_lines = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child_lines}")
         return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
+
+
+def zero_gradients(parameters, set_to_none):
+    """``.grad = None`` (the next backward allocates afresh), or zeros written into the existing
+    arrays (keeps their memory, e.g. for code holding a reference to ``.grad``)."""
+    for parameter in parameters:
+        if set_to_none:
+            parameter.grad = None
+        elif parameter.grad is not None:
+            parameter.grad.data[...] = 0
+
+
+def _array_of(value):
+    return value.data if isinstance(value, Tensor) else value
 
 
 def _moved(array, dtype, device):

@@ -14,6 +14,7 @@ import numbers
 from .. import backend
 from ..autograd import no_grad
 from ..backend import np
+from ..nn.module import zero_gradients
 from ..tensor import Tensor
 
 
@@ -60,14 +61,18 @@ class Optimizer:
         check_non_negative("lr", group["lr"])
 
     # ------------------------------------------------------------------ the update
-    def zero_grad(self):
-        """Forget every gradient (``.grad = None``, PyTorch's default ``set_to_none=True``)."""
-        for group in self.param_groups:
-            for parameter in group["params"]:
-                parameter.grad = None
+    def zero_grad(self, set_to_none=True):
+        """Forget every gradient (``.grad = None``, PyTorch's default), or with
+        ``set_to_none=False`` fill existing gradients with zeros in place."""
+        zero_gradients(self._all_params(), set_to_none)
 
-    def step(self):
-        """Apply one update to every parameter that has a gradient, in place on ``p.data``."""
+    def step(self, closure=None):
+        """Apply one update to every parameter that has a gradient, in place on ``p.data``.
+
+        ``closure`` (optional, as in PyTorch): a function that zeroes the gradients, recomputes
+        the loss, calls backward and returns the loss; it runs first and its loss is returned.
+        """
+        loss = closure() if closure is not None else None  # outside no_grad: its backward needs a graph
         with no_grad():
             for group in self.param_groups:
                 for parameter in group["params"]:
@@ -75,6 +80,7 @@ class Optimizer:
                         continue
                     state = self.state.setdefault(id(parameter), {})
                     self.update(parameter.data, parameter.grad.data, state, group)
+        return loss
 
     def update(self, param, grad, state, group):
         """Change the array ``param`` in place, given its gradient array and its state dict."""
