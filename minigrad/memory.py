@@ -415,20 +415,31 @@ def predict_activation_bytes(model, input_shape, dtype="float32", criterion=None
         if isinstance(layer, nn.Flatten):
             shape = output  # a view of the same value
             continue
-        if isinstance(layer, (nn.Linear, nn.Conv2d)) and layer.weight.requires_grad:
-            save(value, shape)
-        elif needs_grad and isinstance(layer, (nn.ReLU, nn.Tanh, nn.Sigmoid)):
-            save(value + 1, output)
-        elif needs_grad and isinstance(layer, nn.AvgPool2d):
-            save(value, shape)
-        elif needs_grad and isinstance(layer, nn.MaxPool2d):
-            save(value, shape)
-            other_bytes += numel(output) * INDEX_BYTES
+        values, index_bytes = layer_saved_values(layer, value, shape, output, needs_grad)
+        for value_number, value_shape in values:
+            save(value_number, value_shape)
+        other_bytes += index_bytes
         needs_grad = needs_grad or any(p.requires_grad for p in layer.parameters())
         shape, value = output, value + 1
     if criterion is not None and needs_grad:
         other_bytes += loss_saved_bytes(criterion, shape, itemsize, save, value)
     return sum(saved_values.values()) + other_bytes
+
+
+def layer_saved_values(layer, value, shape, output, needs_grad):
+    """What ``layer`` (input: value number ``value`` of ``shape``) saves for backward:
+    ([(value number, shape), ...], bytes of saved arg-max indices)."""
+    if isinstance(layer, (nn.Linear, nn.Conv2d)) and layer.weight.requires_grad:
+        return [(value, shape)], 0  # its input, for dW
+    if not needs_grad:  # no gradient flows back through here
+        return [], 0
+    if isinstance(layer, (nn.ReLU, nn.Tanh, nn.Sigmoid)):
+        return [(value + 1, output)], 0  # its output
+    if isinstance(layer, nn.MaxPool2d):
+        return [(value, shape)], numel(output) * INDEX_BYTES
+    if isinstance(layer, nn.AvgPool2d):
+        return [(value, shape)], 0
+    return [], 0
 
 
 def loss_saved_bytes(criterion, shape, itemsize, save, value):
