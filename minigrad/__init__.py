@@ -12,7 +12,7 @@ from .autograd import is_grad_enabled, no_grad  # noqa: F401
 from .backend import float32, float64, int64  # noqa: F401
 from .ops.elementwise import clip, exp, log, relu, sigmoid, sqrt, tanh, where  # noqa: F401
 from .ops.linalg import matmul  # noqa: F401
-from .ops.reduce import max, mean, sum  # noqa: F401
+from .ops.reduce import amax, amin, argmax, argmin, max, mean, min, sum  # noqa: F401
 from .ops.shape import cat, concatenate, flatten, pad, permute, reshape, stack, transpose  # noqa: F401
 from .ops.softmax import log_softmax, softmax  # noqa: F401
 from .random import manual_seed  # noqa: F401

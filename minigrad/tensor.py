@@ -33,6 +33,13 @@ def _host_array(data, dtype):
     return array
 
 
+def check_is_tensor(value, argument):
+    """Public ops take Tensors: a NumPy array would slip past dtype and device checks (and its
+    ``.data`` is a memoryview, so duck typing misfires). Wrap it with ``mg.tensor`` first."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{argument}: expected a Tensor, got {type(value).__name__}")
+
+
 def check_same_device(op_name, tensors):
     """Raise if an op's inputs live on different devices: nothing is copied implicitly."""
     if len(tensors) < 2:
@@ -219,7 +226,7 @@ class Tensor:
         if isinstance(other, numbers.Number):
             xp = backend.xp_of(self.data)
             dtype = self.dtype
-            if dtype.kind != "f" and isinstance(other, float):
+            if dtype.kind != "f" and not isinstance(other, numbers.Integral):  # np.float32 too
                 dtype = backend.float32
             return Tensor._wrap(xp.asarray(other, dtype=dtype))
         if backend.is_cupy_array(other):
@@ -339,17 +346,30 @@ class Tensor:
         return reduce.mean(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
 
     def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        """``x.max()``: the largest value; ``x.max(dim)``: ``(values, indices)``, as PyTorch."""
         return reduce.max(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
 
-    def argmax(self, axis=None, keepdims=False, *, dim=None):
-        axis = dim if dim is not None else axis
-        return Tensor._wrap(self.data.argmax(axis=axis, keepdims=keepdims))
+    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.min(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.amax(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.amin(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.argmax(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
+        return reduce.argmin(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
 
     def any(self):
-        return bool(self.data.any())
+        """A 0-d bool tensor, as PyTorch (``if t.any():`` still works through ``__bool__``)."""
+        return Tensor._wrap(backend.xp_of(self.data).asarray(self.data.any()))
 
     def all(self):
-        return bool(self.data.all())
+        return Tensor._wrap(backend.xp_of(self.data).asarray(self.data.all()))
 
     def reshape(self, *new_shape):
         return shape.reshape(self, *new_shape)

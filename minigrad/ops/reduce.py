@@ -1,22 +1,40 @@
 """Reductions: sum, mean, max over all axes or chosen ones, with or without keepdims."""
 from __future__ import annotations
 
+import numbers
+from collections import namedtuple
+
 from .. import backend
 from ..autograd import Function
+
+# What ``max(x, dim)`` / ``min(x, dim)`` return, as ``torch.return_types.max``: unpacks as a pair.
+ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
+
+
+def normalize_axis(axis, ndim, argument="axis"):
+    """One axis in [-ndim, ndim) -> its non-negative form; anything else is a clear error.
+
+    Checked before taking the modulo, so an axis out of range never silently wraps. Python and
+    NumPy integers are accepted alike; a 0-d tensor accepts axis 0 / -1, as in PyTorch.
+    """
+    bound = ndim if ndim else 1  # no builtin max here: this module's max() shadows it
+    if isinstance(axis, bool) or not isinstance(axis, numbers.Integral) or not -bound <= axis < bound:
+        raise ValueError(f"{argument}: expected an axis in [{-bound}, {bound - 1}] for a "
+                         f"{ndim}-d tensor, got {axis!r}")
+    return int(axis) % bound
 
 
 def normalize_axes(axis, ndim, argument="axis"):
     """``None`` -> all axes; an int or a tuple -> a sorted tuple of non-negative axes."""
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    bound = ndim if ndim else 1  # a 0-d tensor accepts axis 0 / -1, as in PyTorch (no builtin max here:
-    normalized = []              # this module's max() shadows it)
-    for a in axes:
-        if not isinstance(a, int) or not -bound <= a < bound:
-            raise ValueError(f"{argument}: expected an axis in [{-bound}, {bound - 1}] for a "
-                             f"{ndim}-d tensor, got {axis!r}")
-        normalized.append(a % bound)
+    axes = (axis,) if isinstance(axis, numbers.Integral) else tuple(axis)
+    try:
+        normalized = [normalize_axis(a, ndim, argument) for a in axes]
+    except ValueError:  # name the whole request, not just the one bad axis in it
+        bound = ndim if ndim else 1
+        raise ValueError(f"{argument}: expected an axis in [{-bound}, {bound - 1}] for a "
+                         f"{ndim}-d tensor, got {axis!r}") from None
     if len(set(normalized)) != len(normalized):
         raise ValueError(f"{argument}: repeated axis in {axis!r}")
     if ndim == 0:
@@ -57,21 +75,42 @@ class Mean(Function):
         return xp.broadcast_to(grad / self.count, self.input_shape)
 
 
-class Max(Function):
-    def forward(self, a, axes, keepdims):
-        out = a.max(axis=axes, keepdims=True)
+class AMax(Function):
+    """amax / amin over several axes at once (``largest`` picks which)."""
+
+    def forward(self, a, axes, keepdims, largest):
+        out = a.max(axis=axes, keepdims=True) if largest else a.min(axis=axes, keepdims=True)
         self.save_for_backward(a, out)
         self.axes, self.keepdims = axes, keepdims
         return out if keepdims else out.reshape([s for i, s in enumerate(a.shape) if i not in axes])
 
     def backward(self, grad):
-        # d(max a)/da_i = 1 for the arg-max, 0 elsewhere; ties share the gradient equally,
-        # which is what PyTorch's full and multi-axis max do (its amax rule).
+        # d(amax a)/da_i = 1/k for each of the k tied extremes, 0 elsewhere (PyTorch's amax rule;
+        # also torch.max(x) with no dim).
         a, out = self.saved
         grad = _expand_reduced(grad, a.shape, self.axes, self.keepdims)
-        is_max = a == out
-        count = is_max.sum(axis=self.axes, keepdims=True)
-        return grad * is_max / count
+        is_extreme = a == out
+        count = is_extreme.sum(axis=self.axes, keepdims=True)
+        return grad * is_extreme / count
+
+
+class TakeAlongAxis(Function):
+    """The values at ``index`` along one axis: ``torch.max(x, dim).values`` once the index is known."""
+
+    def forward(self, a, index, axis, keepdims):
+        self.save_for_backward(index)
+        self.input_shape, self.axis, self.keepdims = a.shape, axis, keepdims
+        values = backend.xp_of(a).take_along_axis(a, index, axis=axis)
+        return values if keepdims else values.squeeze(axis)
+
+    def backward(self, grad):
+        # d(a[index])/da_i = 1 at the index only (ties: the first occurrence takes it all)
+        (index,) = self.saved
+        xp = backend.xp_of(grad)
+        grad = grad if self.keepdims else xp.expand_dims(grad, self.axis)
+        position_shape = [-1 if i == self.axis else 1 for i in range(len(self.input_shape))]
+        positions = xp.arange(self.input_shape[self.axis]).reshape(position_shape)
+        return grad * (positions == index)
 
 
 def _resolve(axis, keepdims, dim, keepdim):
@@ -91,13 +130,83 @@ def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
 
 
 def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    if a.dtype.kind != "f":  # PyTorch refuses too: the mean of integers is not an integer
+        raise TypeError(f"mean: expected a floating-point tensor, got dtype {a.dtype}; "
+                        f"cast first, e.g. t.float().mean()")
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     return Mean.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
 
 
-def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    """Largest value over ``axis``. Unlike ``torch.max(x, dim)`` this returns values only."""
+def _check_not_empty(name, a, axes):
+    if any(a.shape[axis] == 0 for axis in axes):
+        raise ValueError(f"{name}: expected a non-empty tensor along the reduced axes, got shape {a.shape}")
+
+
+def amax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Largest value over ``axis`` (int or tuple); tied maxima share the gradient equally."""
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
-    if a.size == 0:
-        raise ValueError(f"max: expected a non-empty tensor, got shape {a.shape}")
-    return Max.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
+    axes = normalize_axes(axis, a.ndim)
+    _check_not_empty("amax", a, axes)
+    return AMax.apply(a, axes=axes, keepdims=keepdims, largest=True)
+
+
+def amin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Smallest value over ``axis`` (int or tuple); tied minima share the gradient equally."""
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    axes = normalize_axes(axis, a.ndim)
+    _check_not_empty("amin", a, axes)
+    return AMax.apply(a, axes=axes, keepdims=keepdims, largest=False)
+
+
+def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
+    """``torch.max`` / ``torch.min``: no axis -> the scalar; one axis -> (values, indices)."""
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    if axis is None:
+        return amax(a) if largest else amin(a)
+    axis = normalize_axis(axis, a.ndim, "dim")
+    if a.ndim == 0:  # a 0-d tensor is its own max along axis 0, found at index 0
+        values, indices = _extreme(name, a.reshape(1), 0, keepdims, None, None, largest)
+        return ValuesIndices(values.reshape(()), indices.reshape(()))
+    index = _arg_extreme(name, a, axis, True, None, None, largest)      # the reduced axis kept, size 1
+    values = TakeAlongAxis.apply(a, index=index.data, axis=axis, keepdims=keepdims)
+    return ValuesIndices(values, index if keepdims else type(index)._wrap(index.data.squeeze(axis)))
+
+
+def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """PyTorch's ``max``: ``max(x)`` is the largest value (ties share the gradient);
+    ``max(x, dim)`` is ``(values, indices)`` and the gradient goes to the index (first occurrence)."""
+    return _extreme("max", a, axis, keepdims, dim, keepdim, largest=True)
+
+
+def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """PyTorch's ``min``: the mirror of ``max``."""
+    return _extreme("min", a, axis, keepdims, dim, keepdim, largest=False)
+
+
+def argmax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Index of the first largest value (over the flattened tensor when ``axis`` is None)."""
+    return _arg_extreme("argmax", a, axis, keepdims, dim, keepdim, largest=True)
+
+
+def argmin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Index of the first smallest value (over the flattened tensor when ``axis`` is None)."""
+    return _arg_extreme("argmin", a, axis, keepdims, dim, keepdim, largest=False)
+
+
+def _arg_extreme(name, a, axis, keepdims, dim, keepdim, largest):
+    from ..tensor import Tensor
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    xp = backend.xp_of(a.data)
+    data = a.data
+    if axis is None or a.ndim == 0:
+        if axis is not None:
+            normalize_axis(axis, a.ndim, "dim")
+        _check_not_empty(name, a, tuple(range(a.ndim)))
+        data, axis = data.reshape(-1), 0
+        keepdims = False  # the index into the flattened tensor is one number, as in PyTorch
+    else:
+        axis = normalize_axis(axis, a.ndim, "dim")
+        _check_not_empty(name, a, (axis,))
+    index = data.argmax(axis=axis) if largest else data.argmin(axis=axis)
+    index = xp.asarray(index, dtype=backend.int64)
+    return Tensor._wrap(xp.expand_dims(index, axis) if keepdims else index)

@@ -1,8 +1,11 @@
 """Ops that move values around without changing them: reshape, permute, index, join, pad."""
 from __future__ import annotations
 
+import numbers
+
 from .. import backend
 from ..autograd import Function
+from .reduce import normalize_axis
 
 
 class Reshape(Function):
@@ -28,7 +31,7 @@ class Permute(Function):
 
 class GetItem(Function):
     def forward(self, a, index):
-        self.input_shape, self.input_dtype, self.index = a.shape, a.dtype, index
+        self.input_shape, self.index = a.shape, index
         return a[index]
 
     def backward(self, grad):
@@ -98,9 +101,10 @@ def reshape(a, *shape):
 
 def permute(a, *axes):
     axes = _shape_from_args(axes)
-    if sorted(axis % max(a.ndim, 1) for axis in axes) != list(range(a.ndim)):
-        raise ValueError(f"permute: expected a permutation of {a.ndim} axes, got {axes}")
-    return Permute.apply(a, axes=tuple(axis % a.ndim for axis in axes))
+    normalized = tuple(normalize_axis(axis, a.ndim, "dims") for axis in axes)
+    if sorted(normalized) != list(range(a.ndim)):
+        raise ValueError(f"dims: expected a permutation of {a.ndim} axes, got {axes}")
+    return Permute.apply(a, axes=normalized)
 
 
 def transpose(a, *axes):
@@ -109,18 +113,23 @@ def transpose(a, *axes):
     if not axes:
         return permute(a, *reversed(range(a.ndim)))
     if len(axes) == 2:
+        i, j = normalize_axis(axes[0], a.ndim, "dim0"), normalize_axis(axes[1], a.ndim, "dim1")
         order = list(range(a.ndim))
-        i, j = axes[0] % a.ndim, axes[1] % a.ndim
-        order[i], order[j] = order[j], order[i]
+        if a.ndim:  # a 0-d tensor's only axis (0 / -1) swapped with itself: nothing moves
+            order[i], order[j] = order[j], order[i]
         return permute(a, *order)
     return permute(a, *axes)
 
 
 def flatten(a, start_dim=0, end_dim=-1):
     """Merge axes ``start_dim..end_dim`` into one (``nn.Flatten`` uses start_dim=1)."""
+    start = normalize_axis(start_dim, a.ndim, "start_dim")
+    end = normalize_axis(end_dim, a.ndim, "end_dim")
+    if start > end:
+        raise ValueError(f"start_dim: expected an axis not after end_dim={end_dim} (axis {end}), "
+                         f"got {start_dim} (axis {start})")
     if a.ndim == 0:
         return reshape(a, 1)
-    start, end = start_dim % a.ndim, end_dim % a.ndim
     merged = 1
     for size in a.shape[start:end + 1]:
         merged *= size
@@ -164,4 +173,8 @@ def pad(a, pad_width, value=0.0):
     pad_width = tuple((int(before), int(after)) for before, after in pad_width)
     if len(pad_width) != a.ndim or any(before < 0 or after < 0 for before, after in pad_width):
         raise ValueError(f"pad_width: expected {a.ndim} non-negative (before, after) pairs, got {pad_width}")
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"value: expected a real number, got {value!r}")
+    if a.dtype.kind != "f" and value != int(value):  # NumPy would silently truncate it
+        raise ValueError(f"value: expected a whole number to pad a {a.dtype} tensor, got {value!r}")
     return Pad.apply(a, pad_width=pad_width, value=value)

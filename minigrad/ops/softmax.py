@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from .reduce import normalize_axis
 
 
 def log_softmax_array(x, axis):
@@ -39,15 +40,15 @@ class Softmax(Function):
         return out * (grad - (grad * out).sum(axis=self.axis, keepdims=True))
 
 
-def _axis(x, dim):
-    if not -x.ndim <= dim < x.ndim:
-        raise ValueError(f"dim: expected an axis in [{-x.ndim}, {x.ndim - 1}], got {dim}")
-    return dim % x.ndim
-
-
 def log_softmax(x, dim=-1):
-    return LogSoftmax.apply(x, axis=_axis(x, dim))
+    axis = normalize_axis(dim, x.ndim, "dim")
+    if x.ndim == 0:  # one value along its only axis (PyTorch accepts dim 0 / -1): log 1 = 0
+        return LogSoftmax.apply(x.reshape(1), axis=0).reshape(())
+    return LogSoftmax.apply(x, axis=axis)
 
 
 def softmax(x, dim=-1):
-    return Softmax.apply(x, axis=_axis(x, dim))
+    axis = normalize_axis(dim, x.ndim, "dim")
+    if x.ndim == 0:  # one value along its only axis: probability 1
+        return Softmax.apply(x.reshape(1), axis=0).reshape(())
+    return Softmax.apply(x, axis=axis)
