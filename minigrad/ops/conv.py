@@ -211,6 +211,11 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def check_conv_arguments(x, weight, bias, stride, padding, dilation, groups):
+    from ..tensor import check_is_tensor
+    check_is_tensor(x, "input")
+    check_is_tensor(weight, "weight")
+    if bias is not None:
+        check_is_tensor(bias, "bias")
     if x.ndim != 4:
         raise ValueError(f"conv2d: input must be 4-d (N, C, H, W), got shape {x.shape}")
     if weight.ndim != 4:
@@ -231,6 +236,8 @@ def check_conv_arguments(x, weight, bias, stride, padding, dilation, groups):
         raise ValueError(f"conv2d: bias: expected shape ({weight.shape[0]},), got {bias.shape}")
     if x.dtype != weight.dtype:
         raise TypeError(f"conv2d: input dtype {x.dtype} differs from weight dtype {weight.dtype}")
+    if bias is not None and bias.dtype != weight.dtype:
+        raise TypeError(f"conv2d: bias dtype {bias.dtype} differs from weight dtype {weight.dtype}")
     for axis, name in ((2, "height"), (3, "width")):
         size = output_size(x.shape[axis], weight.shape[axis], stride[axis - 2], padding[axis - 2], dilation[axis - 2])
         if size < 1:

@@ -147,9 +147,11 @@ class Tanh(Function):
 class Sigmoid(Function):
     def forward(self, a):
         xp = backend.xp_of(a)
-        # 1/(1+e^-a) overflows e^-a for very negative a; tanh form is stable everywhere.
-        out = 0.5 * (xp.tanh(0.5 * a) + 1)
-        out = out.astype(a.dtype, copy=False)
+        # 1/(1+e^-a) overflows e^-a for very negative a, and 0.5*(tanh(a/2)+1) rounds the tail
+        # to exactly 0 (tanh(-20) is -1 in float32). With e = e^-|a| <= 1 nothing overflows and
+        # the tail e/(1+e) keeps its relative precision down to the dtype's smallest numbers.
+        e = xp.exp(-xp.abs(a))
+        out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
         self.save_for_backward(out)
         return out
 
@@ -259,8 +261,15 @@ def neg(a):
 
 
 def pow(a, exponent):
-    """``a ** exponent``; a Python-number exponent keeps a's dtype."""
+    """``a ** exponent``; a Python or NumPy number as exponent keeps a's float dtype.
+
+    NumPy scalars become Python numbers first (``x32 ** np.float64(2)`` would be float64), and
+    an integer base meets a fractional exponent as float32, as in PyTorch (NumPy: float64).
+    """
     if isinstance(exponent, numbers.Number):
+        exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
+        if a.dtype.kind != "f" and isinstance(exponent, float):
+            a = cast(a, backend.float32)
         return PowScalar.apply(a, exponent=exponent)
     return Pow.apply(*promote(a, a._operand(exponent)))
 

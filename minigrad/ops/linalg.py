@@ -33,7 +33,17 @@ class MatMul(Function):
         return grad_a, grad_b  # batch axes that were broadcast are summed by unbroadcast
 
 
+def check_same_dtype(op_name, first, second, first_name, second_name):
+    """Refuse mixed dtypes as PyTorch does: NumPy would quietly run the whole product in float64."""
+    if first.dtype != second.dtype:
+        raise TypeError(f"{op_name}: expected {first_name} and {second_name} to have the same dtype, "
+                        f"got {first.dtype} and {second.dtype}")
+
+
 def matmul(a, b):
+    from ..tensor import check_is_tensor
+    check_is_tensor(a, "input")
+    check_is_tensor(b, "other")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: expected tensors with at least 1 dimension, got shapes {a.shape} and {b.shape}")
     inner_a = a.shape[-1]
@@ -41,4 +51,5 @@ def matmul(a, b):
     if inner_a != inner_b:
         raise ValueError(f"matmul: inner dimensions must match, got shapes {a.shape} and {b.shape} "
                          f"({inner_a} != {inner_b})")
+    check_same_dtype("matmul", a, b, "input", "other")
     return MatMul.apply(a, b)

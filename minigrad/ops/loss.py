@@ -31,8 +31,9 @@ def cross_entropy_normalizer(target, weight=None, ignore_index=-100):
 
     Targets equal to ``ignore_index`` count 0; with class weights each target counts w[target].
     """
-    target_array = target.data if hasattr(target, "data") else target
-    weight_array = weight.data if weight is not None and hasattr(weight, "data") else weight
+    from ..tensor import Tensor
+    target_array = target.data if isinstance(target, Tensor) else target  # also a bare array
+    weight_array = weight.data if isinstance(weight, Tensor) else weight
     sample_weights, _ = counted_target_weights(target_array, weight_array, ignore_index)
     return float(sample_weights.sum())
 
@@ -91,7 +92,11 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
 
 
 def check_cross_entropy_arguments(logits, target, weight, ignore_index, reduction, label_smoothing):
-    from ..tensor import check_same_device
+    from ..tensor import check_is_tensor, check_same_device
+    check_is_tensor(logits, "input")
+    check_is_tensor(target, "target")
+    if weight is not None:
+        check_is_tensor(weight, "weight")
     if logits.ndim != 2:
         raise ValueError(f"cross_entropy: input must be 2-d (N, C), got shape {logits.shape}")
     if target.dtype.kind not in "iu":
@@ -116,6 +121,9 @@ def check_cross_entropy_arguments(logits, target, weight, ignore_index, reductio
 
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error; input and target must have the same shape (no silent broadcast)."""
+    from ..tensor import check_is_tensor
+    check_is_tensor(input, "input")
+    check_is_tensor(target, "target")
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: target shape must equal input shape {input.shape}, got {target.shape}")
     if reduction not in REDUCTIONS:

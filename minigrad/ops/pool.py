@@ -87,6 +87,8 @@ class AvgPool2d(Function):
 
 
 def _pool_arguments(name, x, kernel_size, stride, padding):
+    from ..tensor import check_is_tensor
+    check_is_tensor(x, "input")
     kernel = pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else pair(stride, "stride")
     padding = pair(padding, "padding")
