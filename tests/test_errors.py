@@ -171,7 +171,7 @@ def test_reshape_rejects_a_shape_with_another_element_count():
 
 
 def test_softmax_rejects_a_dim_out_of_range():
-    with pytest.raises(ValueError, match=r"dim: expected an axis in \[-2, 1\], got 2"):
+    with pytest.raises(ValueError, match=r"dim: expected an axis in \[-2, 1\] for a 2-d tensor, got 2"):
         logits().softmax(2)
 
 
@@ -182,13 +182,82 @@ def test_requires_grad_on_integers_is_a_type_error():
 
 def test_backward_rejects_an_upstream_gradient_of_the_wrong_shape():
     out = logits() * 2
-    with pytest.raises(ValueError, match=r"grad must have the output's shape \(3, 4\), got \(4, 3\)"):
+    with pytest.raises(ValueError, match=r"grad must match the output, shape \(3, 4\) dtype float32; got shape \(4, 3\)"):
         out.backward(np.ones((4, 3), dtype=np.float32))
 
 
 def test_load_state_dict_errors_name_the_key_and_shapes():
     model = nn.Linear(3, 2)
-    with pytest.raises(ValueError, match=r"missing \['bias'\]"):
+    with pytest.raises(ValueError, match=r"missing:? \['bias'\]"):
         model.load_state_dict({"weight": np.zeros((2, 3))})
-    with pytest.raises(ValueError, match=r"weight: expected shape \(2, 3\), got \(3, 2\)"):
+    with pytest.raises(ValueError, match=r"weight'?: expected shape \(2, 3\), got \(3, 2\)"):
         model.load_state_dict({"weight": np.zeros((3, 2)), "bias": np.zeros(2)})
+
+
+# ----------------------------------------------------------------------------- review findings
+@pytest.mark.parametrize("call, message", [
+    (lambda x: x.permute(0, 5), r"dims: expected an axis in \[-2, 1\] for a 2-d tensor, got 5"),
+    (lambda x: x.transpose(0, 2), r"dim1: expected an axis in \[-2, 1\] for a 2-d tensor, got 2"),
+    (lambda x: x.flatten(5), r"start_dim: expected an axis in \[-2, 1\] for a 2-d tensor, got 5"),
+    (lambda x: x.flatten(1, 0), r"start_dim: expected an axis not after end_dim=0 \(axis 0\), got 1"),
+    (lambda x: x.sum(axis=np.int64(2)), r"axis: expected an axis in \[-2, 1\] for a 2-d tensor, got np.int64\(2\)"),
+])
+def test_out_of_range_axes_raise_instead_of_wrapping(call, message):
+    with pytest.raises(ValueError, match=message):
+        call(logits().reshape(3, 4))
+
+
+@pytest.mark.parametrize("left, right, dtypes", [
+    ("float32", "float64", "float32 and float64"),
+    ("int64", "float32", "int64 and float32"),
+])
+def test_matmul_refuses_mixed_dtypes_naming_both(left, right, dtypes):
+    a, b = mg.zeros(2, 3, dtype=left), mg.zeros(3, 2, dtype=right)
+    with pytest.raises(TypeError, match=f"matmul: expected input and other to have the same dtype, got {dtypes}"):
+        a @ b
+
+
+def test_a_float32_linear_layer_refuses_a_float64_batch_instead_of_running_in_float64():
+    with pytest.raises(TypeError, match="linear: expected input and weight to have the same dtype, got float64 and float32"):
+        nn.Linear(3, 2)(mg.tensor(np.zeros((4, 3))))
+    with pytest.raises(TypeError, match="linear: expected weight and bias to have the same dtype, got float32 and float64"):
+        F.linear(images(4, 3), images(2, 3), mg.zeros(2, dtype="float64"))
+
+
+def test_conv2d_refuses_a_bias_whose_dtype_differs_from_the_weight():
+    with pytest.raises(TypeError, match="bias dtype float64 differs from weight dtype float32"):
+        F.conv2d(images(1, 1, 3, 3), images(2, 1, 3, 3), mg.zeros(2, dtype="float64"))
+
+
+def test_mean_of_an_integer_tensor_is_a_type_error_naming_the_dtype():
+    with pytest.raises(TypeError, match="mean: expected a floating-point tensor, got dtype int64"):
+        mg.tensor([1, 2, 4]).mean()
+
+
+FLOATS = np.zeros((3, 4), dtype=np.float32)  # a bare NumPy array where a Tensor belongs
+IMAGES = np.zeros((1, 1, 3, 4), dtype=np.float32)
+
+
+@pytest.mark.parametrize("call, argument", [
+    (lambda: F.cross_entropy(logits(), np.array([0, 1, 2])), "target"),
+    (lambda: F.cross_entropy(FLOATS, mg.tensor([0, 1, 2])), "input"),
+    (lambda: F.mse_loss(logits(), FLOATS), "target"),
+    (lambda: F.mse_loss(FLOATS, logits()), "input"),
+    (lambda: F.linear(FLOATS, logits()), "input"),
+    (lambda: F.conv2d(IMAGES, images(1, 1, 3, 3)), "input"),
+    (lambda: F.max_pool2d(IMAGES, 2), "input"),
+    (lambda: F.avg_pool2d(IMAGES, 2), "input"),
+])
+def test_functional_entry_points_refuse_a_numpy_array_naming_the_argument(call, argument):
+    with pytest.raises(TypeError, match=f"{argument}: expected a Tensor, got ndarray"):
+        call()
+
+
+def test_cross_entropy_normalizer_accepts_a_plain_numpy_target():
+    assert F.cross_entropy_normalizer(np.array([0, 1, -100])) == 2.0  # two counted targets
+
+
+def test_pad_refuses_a_fractional_value_for_an_integer_tensor():
+    with pytest.raises(ValueError, match=r"value: expected a whole number to pad a int64 tensor, got 0.5"):
+        mg.pad(mg.tensor([1, 2]), ((1, 1),), 0.5)
+    assert mg.pad(mg.tensor([1, 2]), ((1, 0),), 3.0).tolist() == [3, 1, 2]  # a whole float is fine

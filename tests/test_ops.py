@@ -129,13 +129,13 @@ def test_linear_matches_torch(device, data, bias):
 
 
 # ----------------------------------------------------------------------------- reductions
-@pytest.mark.parametrize("reduction", ["sum", "mean", "max"])
+@pytest.mark.parametrize("reduction", ["sum", "mean", "amax", "amin"])
 @allow_device_fixture
 @given(case=reduction_cases(), data=st.data())
 def test_reduction_matches_torch(reduction, device, case, data):
     shape, axis, keepdims = case
-    x = data.draw(float64_arrays(shape), label="x")  # repeated values: max's ties share the gradient
-    torch_name = "amax" if reduction == "max" else reduction
+    x = data.draw(float64_arrays(shape), label="x")  # repeated values: amax's ties share the gradient
+    torch_name = reduction
 
     def mg_fn(t):
         return getattr(t, reduction)(axis=axis, keepdims=keepdims)
@@ -266,3 +266,115 @@ def test_constant_pad_matches_torch(device, data, value):
     x = data.draw(float64_arrays(shape), label="x")
     check_against_torch(lambda t: mg.pad(t, widths, value), lambda t: torch_F.pad(t, torch_widths, value=value),
                         x, device=device)
+
+
+# ----------------------------------------------------------------------------- max / min as PyTorch
+TIES = np.array([[1.0, 3.0, 3.0, -2.0], [2.0, 2.0, 0.0, 2.0], [-1.0, -1.0, -1.0, -1.0]])
+
+
+@pytest.mark.parametrize("name", ["max", "min"])
+@pytest.mark.parametrize("dim", [0, 1, -1])
+@pytest.mark.parametrize("keepdim", [False, True])
+def test_max_and_min_along_a_dim_return_values_and_first_indices_like_torch(name, dim, keepdim, device):
+    def values(t):
+        return getattr(t, name)(dim=dim, keepdim=keepdim).values
+
+    out = check_against_torch(values, values, TIES, device=device)  # gradient: to the index only
+    mg_values, mg_indices = getattr(mg.tensor(TIES, device=device), name)(dim, keepdim=keepdim)
+    expected = getattr(torch.tensor(TIES), name)(dim, keepdim=keepdim)
+    np.testing.assert_array_equal(mg_indices.numpy(), expected.indices.numpy())
+    assert mg_indices.dtype == np.int64 and out.shape == expected.values.shape
+
+
+@pytest.mark.parametrize("name", ["max", "min", "amax", "amin"])
+def test_max_without_a_dim_splits_the_gradient_among_ties_like_torch(name, device):
+    check_against_torch(lambda t: getattr(t, name)(), lambda t: getattr(t, name)(), TIES, device=device)
+    check_against_torch(lambda t: getattr(mg, name)(t), lambda t: getattr(torch, name)(t), TIES, device=device)
+
+
+@pytest.mark.parametrize("name", ["argmax", "argmin"])
+@pytest.mark.parametrize("dim, keepdim", [(None, False), (0, False), (1, True), (np.int64(-1), False)])
+def test_argmax_and_argmin_pick_the_first_occurrence_like_torch(name, dim, keepdim):
+    actual = getattr(mg.tensor(TIES), name)(dim=dim, keepdim=keepdim)
+    expected = getattr(torch.tensor(TIES), name)(dim=None if dim is None else int(dim), keepdim=keepdim)
+    np.testing.assert_array_equal(actual.numpy(), expected.numpy())
+    np.testing.assert_array_equal(getattr(mg, name)(mg.tensor(TIES), dim, keepdim).numpy(), expected.numpy())
+
+
+def test_max_of_a_0d_tensor_along_dim_0_is_itself_at_index_0(device):
+    result = mg.tensor(5.0, device=device).max(0)
+    expected = torch.tensor(5.0).max(0)
+    assert result.values.item() == expected.values.item() and result.indices.item() == expected.indices.item()
+
+
+def test_numpy_integer_axes_are_accepted_like_python_ints():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    t, expected = mg.tensor(x), torch.tensor(x)
+    axis = np.int64(1)
+    np.testing.assert_array_equal(t.sum(axis=axis).numpy(), expected.sum(1).numpy())
+    np.testing.assert_array_equal(t.transpose(axis, np.int64(2)).numpy(), expected.transpose(1, 2).numpy())
+    np.testing.assert_array_equal(t.flatten(axis).numpy(), expected.flatten(1).numpy())
+    np.testing.assert_array_equal(t.softmax(axis).numpy(), expected.softmax(1).numpy())
+
+
+# ----------------------------------------------------------------------------- tails and 0-d
+@pytest.mark.parametrize("dtype, tails", [
+    ("float32", [-20.0, -40.0, -87.0, 20.0, 0.0]),
+    ("float64", [-40.0, -700.0, 40.0, 0.0]),
+])
+def test_sigmoid_keeps_its_tails_instead_of_rounding_them_to_zero(dtype, tails, device):
+    values = np.array(tails, dtype=dtype)
+    actual = mg.tensor(values, device=device, requires_grad=True)
+    expected = torch.tensor(values, requires_grad=True)
+    out, torch_out = actual.sigmoid(), expected.sigmoid()
+    assert out.dtype == dtype
+    np.testing.assert_allclose(out.numpy(), torch_out.detach().numpy(), rtol=1e-6 if dtype == "float32" else 1e-12)
+    out.sum().backward()
+    torch_out.sum().backward()
+    np.testing.assert_allclose(actual.grad.numpy(), expected.grad.numpy(), rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_softmax_and_log_softmax_keep_far_tails_like_torch(name, dtype, device):
+    values = np.array([[0.0, -30.0, -80.0, 50.0], [1e4, -1e4, 0.0, 1e4]], dtype=dtype)
+    actual = getattr(mg.tensor(values, device=device), name)(1).numpy()
+    expected = getattr(torch.tensor(values), name)(1).numpy()
+    np.testing.assert_allclose(actual, expected, rtol=1e-6 if dtype == "float32" else 1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("dim", [0, -1])
+def test_softmax_of_a_0d_tensor_accepts_dim_0_like_torch(name, dim, device):
+    check_against_torch(lambda t: getattr(t, name)(dim), lambda t: getattr(t, name)(dim), np.array(3.0), device=device)
+
+
+# ----------------------------------------------------------------------------- no float64 leaks
+def test_numpy_scalars_act_like_python_numbers_and_keep_float32(device):
+    x = mg.tensor(np.array([1.5, -2.0], dtype=np.float32), device=device)
+    expected = torch.tensor([1.5, -2.0])
+    for actual, torch_result in [(x ** np.float64(2), expected ** np.float64(2)),
+                                 (x * np.float64(2), expected * np.float64(2)),
+                                 (mg.tensor([1, 3]) * np.float32(2.5), torch.tensor([1, 3]) * np.float32(2.5))]:
+        assert actual.dtype == torch_result.numpy().dtype
+        np.testing.assert_array_equal(actual.numpy(), torch_result.numpy())
+
+
+def test_an_integer_tensor_to_a_fractional_power_is_float32_like_torch():
+    actual, expected = mg.tensor([1, 4, 9]) ** 0.5, torch.tensor([1, 4, 9]) ** 0.5
+    assert actual.dtype == expected.numpy().dtype == np.float32
+    np.testing.assert_array_equal(actual.numpy(), expected.numpy())
+
+
+@pytest.mark.parametrize("factory", ["zeros", "ones", "randn"])
+def test_factories_with_dtype_none_give_float32_like_torch(factory):
+    assert getattr(mg, factory)(2, 3, dtype=None).dtype == np.float32
+    assert getattr(torch, factory)(2, 3, dtype=None).dtype == torch.float32
+
+
+def test_any_and_all_return_bool_tensors_like_torch(device):
+    t = mg.tensor([0.0, 2.0], device=device)
+    for name in ("any", "all"):
+        result = getattr(t, name)()
+        assert isinstance(result, mg.Tensor) and result.dtype == bool and result.shape == ()
+        assert bool(result) == bool(getattr(torch.tensor([0.0, 2.0]), name)())
