@@ -306,7 +306,8 @@ def test_conv2d_repr_is_torchs(arguments):
 
 @pytest.mark.parametrize("arguments, error, message", [
     (dict(padding="full"), ValueError, r"padding: expected an int, a pair or one of \('same', 'valid'\), got 'full'"),
-    (dict(padding="same", stride=2), ValueError, r"padding='same' needs stride 1 \(as in PyTorch\), got stride=\(2, 2\)"),
+    (dict(padding="same", stride=2), ValueError,
+     r"padding='same' needs stride 1 \(as in PyTorch\), got stride=\(2, 2\)"),
     (dict(padding_mode="reflect"), ValueError, r"padding_mode: expected 'zeros'.*got 'reflect'"),
     (dict(padding=1.5), TypeError, r"padding: expected an int or a pair of ints, got 1\.5"),
 ])
