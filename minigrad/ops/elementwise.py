@@ -149,7 +149,7 @@ class Sigmoid(Function):
         xp = backend.xp_of(a)
         # 1/(1+e^-a) overflows e^-a for very negative a, and 0.5*(tanh(a/2)+1) rounds the tail
         # to exactly 0 (tanh(-20) is -1 in float32). With e = e^-|a| <= 1 nothing overflows and
-        # the tail e/(1+e) keeps its relative precision down to the dtype's smallest numbers.
+        # the tail e/(1+e) keeps its relative precision until e^-|a| itself underflows.
         e = xp.exp(-xp.abs(a))
         out = xp.where(a >= 0, 1 / (1 + e), e / (1 + e)).astype(a.dtype, copy=False)
         self.save_for_backward(out)
