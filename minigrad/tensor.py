@@ -228,6 +228,8 @@ class Tensor:
             dtype = self.dtype
             if dtype.kind != "f" and not isinstance(other, numbers.Integral):  # np.float32 too
                 dtype = backend.float32
+            elif dtype == bool and not isinstance(other, (bool, np.bool_)):  # bool + 2 -> int64
+                dtype = backend.int64
             return Tensor._wrap(xp.asarray(other, dtype=dtype))
         if backend.is_cupy_array(other):
             return Tensor._wrap(other)

@@ -188,3 +188,15 @@ def test_binary_ops_promote_dtypes_as_pytorch_does(left, right, op):
     theirs = apply(wrap(left, torch.tensor), wrap(right, torch.tensor))
     assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
     np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-7)
+
+
+@pytest.mark.parametrize("scalar", [2, 2.5, True])
+@pytest.mark.parametrize("op", ["add", "mul"])
+def test_bool_tensor_with_a_python_scalar_promotes_as_pytorch_does(scalar, op):
+    """bool + 2 is int64 and bool + 2.5 is float32 (the scalar must not be cast to bool)."""
+    import operator
+
+    ours = getattr(operator, op)(mg.tensor([True, False]), scalar)
+    theirs = getattr(operator, op)(torch.tensor([True, False]), scalar)
+    assert str(ours.dtype) == str(theirs.dtype).replace("torch.", "")
+    assert ours.tolist() == theirs.tolist()
