@@ -8,7 +8,7 @@ Where to read what:
 - ``backend.py``     NumPy/CuPy, devices, dtypes (the only module importing them)
 """
 from . import cuda  # noqa: F401
-from .autograd import is_grad_enabled, no_grad  # noqa: F401
+from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import float32, float64, int64  # noqa: F401
 from .ops.elementwise import clip, exp, log, relu, sigmoid, sqrt, tanh, where  # noqa: F401
 from .ops.linalg import matmul  # noqa: F401

@@ -31,8 +31,29 @@ def no_grad():
         _grad_enabled = previous
 
 
+@contextlib.contextmanager
+def enable_grad():
+    """Record the graph again inside a ``no_grad`` block (e.g. an optimizer's closure)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, True
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
 def is_grad_enabled() -> bool:
     return _grad_enabled
+
+
+def zero_gradients(parameters, set_to_none):
+    """``.grad = None`` (the next backward allocates afresh), or zeros written into the existing
+    arrays (keeps their memory, e.g. for code holding a reference to ``.grad``)."""
+    for parameter in parameters:
+        if set_to_none:
+            parameter.grad = None
+        elif parameter.grad is not None:
+            parameter.grad.data[...] = 0
 
 
 def unbroadcast(grad, shape):

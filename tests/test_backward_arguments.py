@@ -33,3 +33,29 @@ def test_implicit_grad_needs_a_scalar():
 def test_backward_without_a_graph_says_why():
     with pytest.raises(RuntimeError, match=r"does not require grad"):
         mg.tensor([1.0]).backward()
+
+
+def test_enable_grad_records_a_graph_inside_no_grad():
+    x = mg.tensor([3.0], requires_grad=True)
+    with mg.no_grad():
+        assert not (x * 2.0).requires_grad
+        with mg.enable_grad():
+            y = x * x
+    y.backward()
+    assert x.grad.tolist() == [6.0]
+
+
+def test_optimizer_closure_gets_a_graph_even_under_no_grad():
+    from minigrad import optim
+    w = mg.tensor([1.0], requires_grad=True)
+    optimizer = optim.SGD([w], lr=0.5)
+
+    def closure():
+        optimizer.zero_grad()
+        loss = (w * w).sum()
+        loss.backward()
+        return loss
+
+    with mg.no_grad():
+        loss = optimizer.step(closure)
+    assert loss.item() == 1.0 and w.tolist() == [0.0]  # w - 0.5 * 2w

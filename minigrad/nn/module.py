@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections import OrderedDict, namedtuple
 
 from .. import backend
+from ..autograd import zero_gradients
 from ..tensor import Tensor
 
 
@@ -198,16 +199,6 @@ class Module:
             child_lines = repr(child).replace("\n", "\n  ")
             lines.append(f"  ({name}): {child_lines}")
         return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
-
-
-def zero_gradients(parameters, set_to_none):
-    """``.grad = None`` (the next backward allocates afresh), or zeros written into the existing
-    arrays (keeps their memory, e.g. for code holding a reference to ``.grad``)."""
-    for parameter in parameters:
-        if set_to_none:
-            parameter.grad = None
-        elif parameter.grad is not None:
-            parameter.grad.data[...] = 0
 
 
 def _array_of(value):

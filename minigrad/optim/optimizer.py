@@ -12,9 +12,8 @@ import copy
 import numbers
 
 from .. import backend
-from ..autograd import no_grad
+from ..autograd import enable_grad, no_grad, zero_gradients
 from ..backend import np
-from ..nn.module import zero_gradients
 from ..tensor import Tensor
 
 
@@ -72,7 +71,10 @@ class Optimizer:
         ``closure`` (optional, as in PyTorch): a function that zeroes the gradients, recomputes
         the loss, calls backward and returns the loss; it runs first and its loss is returned.
         """
-        loss = closure() if closure is not None else None  # outside no_grad: its backward needs a graph
+        loss = None
+        if closure is not None:
+            with enable_grad():  # its backward needs a graph, even if step() runs under no_grad
+                loss = closure()
         with no_grad():
             for group in self.param_groups:
                 for parameter in group["params"]:
