@@ -65,7 +65,11 @@ class CrossEntropy(Function):
         if reduction == "none":
             return per_sample
         total = per_sample.sum()
-        return total if reduction == "sum" else total / self.normalizer
+        if reduction == "sum":
+            return total
+        if not self.normalizer:  # every target ignored: 0/0 is NaN, as in PyTorch (minus NumPy's warning)
+            return xp.full_like(total, xp.nan)
+        return total / self.normalizer
 
     def backward(self, grad):
         # d loss_i / d logits_i = sum_c q_ic * softmax_i - q_i   (through log_softmax)
