@@ -192,24 +192,8 @@ def _softmax_dim(dim, ndim):
     return 0 if ndim in (0, 1, 3) else 1
 
 
-class Sequential(Module):
-    """Calls its modules in order; they are named "0", "1", ... as in PyTorch (or given names,
-    from one OrderedDict argument)."""
-
-    def __init__(self, *modules):
-        super().__init__()
-        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) \
-            else ((str(index), module) for index, module in enumerate(modules))
-        for name, module in named:
-            if not isinstance(module, Module):
-                raise TypeError(f"Sequential: argument {name} must be a Module, got {type(module).__name__}")
-            setattr(self, name, module)
-
-    def __getitem__(self, index):
-        """One module, or for a slice a Sequential of those modules keeping their names (as PyTorch)."""
-        if isinstance(index, slice):
-            return type(self)(OrderedDict(list(self._modules.items())[index]))
-        return list(self._modules.values())[index]
+class _ModuleContainer(Module):
+    """What Sequential and ModuleList share: numbered, registered modules, len, iteration, append."""
 
     def __len__(self):
         return len(self._modules)
@@ -221,13 +205,31 @@ class Sequential(Module):
         setattr(self, str(len(self)), _checked_module(module, "module"))
         return self
 
+
+class Sequential(_ModuleContainer):
+    """Calls its modules in order; they are named "0", "1", ... as in PyTorch (or given names,
+    from one OrderedDict argument)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) \
+            else ((str(index), module) for index, module in enumerate(modules))
+        for name, module in named:
+            setattr(self, name, _checked_module(module, f"Sequential: argument {name}"))
+
+    def __getitem__(self, index):
+        """One module, or for a slice a Sequential of those modules keeping their names (as PyTorch)."""
+        if isinstance(index, slice):
+            return type(self)(OrderedDict(list(self._modules.items())[index]))
+        return list(self._modules.values())[index]
+
     def forward(self, x):
         for module in self._modules.values():
             x = module(x)
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleContainer):
     """A list whose Modules are registered (their parameters are the owner's), named "0", "1", ...
     It has no forward: the owner decides how to call them."""
 
@@ -243,16 +245,6 @@ class ModuleList(Module):
     def __setitem__(self, index, module):
         names = list(self._modules)
         setattr(self, names[index], _checked_module(module, "module"))
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def append(self, module):
-        setattr(self, str(len(self)), _checked_module(module, "module"))
-        return self
 
     def extend(self, modules):
         for module in modules:
