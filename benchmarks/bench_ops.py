@@ -86,7 +86,7 @@ def minigrad_backward(out, grad, inputs):
     # Function (conv, pool, relu, cross-entropy) is timed by that Function's own backward;
     # linear (matmul, transpose, add) by the public backward().
     if out._fn.__class__.__name__ in SINGLE_FUNCTION_OPS:
-        out._fn.backward(grad.data)
+        out._fn.backward(grad.array)
     else:
         out.backward(grad)
 

@@ -53,7 +53,7 @@ def zero_gradients(parameters, set_to_none):
         if set_to_none:
             parameter.grad = None
         elif parameter.grad is not None:
-            parameter.grad.data[...] = 0
+            parameter.grad.array[...] = 0
 
 
 def unbroadcast(grad, shape):
@@ -111,7 +111,7 @@ class Function:
         check_same_device(cls.__name__, inputs)
         fn = cls()
         fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
-        out_data = fn.forward(*(t.data for t in inputs), **params)
+        out_data = fn.forward(*(t.array for t in inputs), **params)
         requires_grad = _grad_enabled and any(fn.needs_input_grad)
         out = Tensor._wrap(out_data, requires_grad=requires_grad)
         if requires_grad:
@@ -177,17 +177,17 @@ def backward(root, grad=None, retain_graph=False):
 def initial_gradient(root, grad):
     """d root / d root: ones for a scalar, else the caller's ``grad`` (same shape, dtype, device)."""
     if grad is None:
-        if root.data.size != 1:
+        if root.array.size != 1:
             raise RuntimeError(f"backward: grad can be implicit only for a scalar output, "
                                f"got shape {root.shape}; pass grad= of that shape")
-        return backend.xp_of(root.data).ones_like(root.data)
+        return backend.xp_of(root.array).ones_like(root.array)
     from .tensor import Tensor, check_same_device
     grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=root.dtype, device=root.device)
     check_same_device("backward", (root, grad))
     if grad.shape != root.shape or grad.dtype != root.dtype:
         raise ValueError(f"backward: grad must match the output, shape {root.shape} dtype {root.dtype}; "
                          f"got shape {grad.shape} dtype {grad.dtype}")
-    return grad.data
+    return grad.array
 
 
 def send_to_parents(node, grad, pending, retain_graph):

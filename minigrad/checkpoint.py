@@ -52,7 +52,7 @@ def save(path, state):
 def _encode(value, arrays):
     """JSON-ready form of ``value``; arrays go into ``arrays`` and are referenced by key."""
     if isinstance(value, Tensor):
-        value = value.data
+        value = value.array
     if backend.is_cupy_array(value) or isinstance(value, np.ndarray):
         return {"__array__": _store(arrays, backend.to_host(value))}
     if isinstance(value, np.generic):  # kept as a NumPy scalar: np.int64 must not come back as int

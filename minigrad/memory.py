@@ -114,17 +114,17 @@ def budget(model, optimizer, inputs, targets=None, criterion=None, micro_batch_s
     return MemoryBudget(
         parameters=parameter_and_gradient_bytes(model),
         optimizer_state=optimizer_state,
-        batch=inputs.data.nbytes + (0 if targets is None else targets.data.nbytes),  # all of it, always
+        batch=inputs.array.nbytes + (0 if targets is None else targets.array.nbytes),  # all of it, always
         activations=activations,
         activations_predicted=predicted_or_none(model, (micro_batch_size, *inputs.shape[1:]),
                                                 inputs.dtype, criterion),
         graph_held=graph_held,
         optimizer_state_measured=measured_optimizer_state_bytes(optimizer),
         peak=peak, peak_method=peak_method,
-        parameter_count=sum(p.size for p in model.parameters()),
+        parameter_count=sum(p.numel() for p in model.parameters()),
         optimizer_words=optimizer_words(optimizer),
         batch_size=inputs.shape[0], micro_batch_size=micro_batch_size,
-        values_per_sample=inputs.size // inputs.shape[0], dtype=str(inputs.dtype))
+        values_per_sample=inputs.numel() // inputs.shape[0], dtype=str(inputs.dtype))
 
 
 def measure_activations(model, criterion, inputs, targets, parts, micro_batch):
@@ -173,7 +173,7 @@ def as_tensor(value, name):
 # ----------------------------------------------------------------------------- 1-3: from shapes
 def parameter_and_gradient_bytes(model):
     """Each parameter's values, and its gradient's (same shape and dtype) if it is trained."""
-    return sum(p.data.nbytes * (2 if p.requires_grad else 1) for p in model.parameters())
+    return sum(p.array.nbytes * (2 if p.requires_grad else 1) for p in model.parameters())
 
 
 def state_arrays_per_parameter(optimizer, group):
@@ -188,7 +188,7 @@ def state_arrays_per_parameter(optimizer, group):
 def predicted_optimizer_state_bytes(optimizer):
     if optimizer is None:
         return 0
-    return sum(state_arrays_per_parameter(optimizer, group) * sum(p.data.nbytes for p in group["params"])
+    return sum(state_arrays_per_parameter(optimizer, group) * sum(p.array.nbytes for p in group["params"])
                for group in optimizer.param_groups)
 
 
@@ -265,7 +265,7 @@ def saved_arrays(functions):
 
 def counted_elsewhere(leaves, batch):
     """Memory owners of the parameters (part 1) and of the batch tensors (part 3)."""
-    return {id(memory_owner(tensor.data)) for tensor in (*leaves, *batch) if tensor is not None}
+    return {id(memory_owner(tensor.array)) for tensor in (*leaves, *batch) if tensor is not None}
 
 
 def saved_activation_bytes(loss, batch=()):
@@ -283,7 +283,7 @@ def graph_held_bytes(loss, batch=()):
     The graph links Functions, not tensors, so a layer output that no op saved is freed as
     soon as the forward pass moves on (as in PyTorch)."""
     functions, leaves = graph_nodes(loss)
-    return unique_bytes(saved_arrays(functions) + [loss.data], counted_elsewhere(leaves, batch))
+    return unique_bytes(saved_arrays(functions) + [loss.array], counted_elsewhere(leaves, batch))
 
 
 @contextlib.contextmanager

@@ -60,11 +60,11 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # make `ndarray + Tensor` call Tensor.__radd__
-    __slots__ = ("data", "requires_grad", "grad", "_fn", "__weakref__")
+    __slots__ = ("array", "requires_grad", "grad", "_fn", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
-            data = data.data
+            data = data.array
         dtype = backend.parse_dtype(dtype) if dtype is not None else None
         if backend.is_cupy_array(data):
             array = data if dtype is None else data.astype(dtype, copy=False)
@@ -77,7 +77,7 @@ class Tensor:
                 array = backend.to_device(array, device)
         if requires_grad and array.dtype.kind != "f":
             raise TypeError(f"requires_grad: only floating-point tensors can require grad, got dtype {array.dtype}")
-        self.data = array
+        self.array = array
         self.requires_grad = bool(requires_grad)
         self.grad = None
         self._fn = None
@@ -86,7 +86,7 @@ class Tensor:
     def _wrap(cls, array, requires_grad=False):
         """Fast path for ops: wrap an array that already has the right dtype and device."""
         tensor = cls.__new__(cls)
-        tensor.data = array
+        tensor.array = array
         tensor.requires_grad = requires_grad
         tensor.grad = None
         tensor._fn = None
@@ -95,41 +95,63 @@ class Tensor:
     # ------------------------------------------------------------------ description
     @property
     def shape(self):
-        return self.data.shape
+        return self.array.shape
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self.array.dtype
 
     @property
     def device(self):
-        return backend.device_of(self.data)
+        return backend.device_of(self.array)
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self.array.ndim
 
-    @property
-    def size(self):
-        return self.data.size
+    def size(self, dim=None):
+        """The shape, as PyTorch's ``size()``; ``size(dim)`` is one side (the element count is ``numel()``)."""
+        if dim is None:
+            return self.array.shape
+        if not isinstance(dim, numbers.Integral) or isinstance(dim, bool):
+            raise TypeError(f"size: dim must be an integer, got {type(dim).__name__}")
+        if not -self.ndim <= dim < self.ndim:
+            raise IndexError(f"size: dim {dim} is out of range for a tensor with {self.ndim} dimensions")
+        return self.array.shape[dim]
 
     def numel(self):
-        return self.data.size
+        """The number of elements (NumPy's ``.size``)."""
+        return self.array.size
+
+    @property
+    def data(self):
+        """As PyTorch: a tensor that shares this tensor's memory and is detached from the graph.
+
+        The raw backend array (NumPy or CuPy) is ``.array``, Chainer's name.
+        """
+        return Tensor._wrap(self.array)
+
+    @data.setter
+    def data(self, value):
+        """``t.data = other`` swaps the array underneath, outside the graph (as PyTorch)."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"data: expected a Tensor, got {type(value).__name__} (assign an array to .array)")
+        self.array = value.array
 
     @property
     def is_leaf(self):
         return self._fn is None
 
     def dim(self):
-        return self.data.ndim
+        return self.array.ndim
 
     def __len__(self):
-        return len(self.data)
+        return len(self.array)
 
     def __repr__(self):
         extra = f", device='{self.device}'" if self.device != "cpu" else ""
         grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"tensor({backend.to_host(self.data)!r}{extra}{grad})"
+        return f"tensor({backend.to_host(self.array)!r}{extra}{grad})"
 
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None, retain_graph=False):
@@ -144,7 +166,7 @@ class Tensor:
             # must not change both.
             self.grad = Tensor._wrap(grad.copy(order="K"))  # "K": keep the layout, no transposing copy
         else:
-            self.grad.data += grad
+            self.grad.array += grad
 
     def retain_grad(self):
         """Keep ``.grad`` for this non-leaf tensor too (leaves always keep theirs)."""
@@ -154,7 +176,7 @@ class Tensor:
 
     def detach(self):
         """The same array with no history: gradients stop here."""
-        return Tensor._wrap(self.data)
+        return Tensor._wrap(self.array)
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.dtype.kind != "f":
@@ -165,12 +187,12 @@ class Tensor:
     # ------------------------------------------------------------------ conversion
     def numpy(self):
         """A NumPy array: a host copy for a CUDA tensor, the array itself on the CPU."""
-        return backend.to_host(self.data)
+        return backend.to_host(self.array)
 
     def item(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"item: only a one-element tensor converts to a Python number, got shape {self.shape}")
-        return self.data.reshape(()).item()
+        return self.array.reshape(()).item()
 
     def tolist(self):
         return self.numpy().tolist()
@@ -224,7 +246,7 @@ class Tensor:
         if isinstance(other, Tensor):
             return other
         if isinstance(other, numbers.Number):
-            xp = backend.xp_of(self.data)
+            xp = backend.xp_of(self.array)
             dtype = self.dtype
             if dtype.kind != "f" and not isinstance(other, numbers.Integral):  # np.float32 too
                 dtype = backend.float32
@@ -281,7 +303,7 @@ class Tensor:
     def _compare(self, other, op):
         other = self._operand(other)
         check_same_device("comparison", (self, other))
-        return Tensor._wrap(op(self.data, other.data))
+        return Tensor._wrap(op(self.array, other.array))
 
     def __eq__(self, other):
         return self._compare(other, lambda a, b: a == b)
@@ -304,9 +326,9 @@ class Tensor:
     __hash__ = object.__hash__  # tensors are used as dict keys by identity, like PyTorch's
 
     def __bool__(self):
-        if self.data.size != 1:
+        if self.array.size != 1:
             raise ValueError(f"bool: a tensor of shape {self.shape} is ambiguous; use .any() or .all()")
-        return bool(self.data)
+        return bool(self.array)
 
     def __float__(self):
         return float(self.item())
@@ -368,10 +390,10 @@ class Tensor:
 
     def any(self):
         """A 0-d bool tensor, as PyTorch (``if t.any():`` still works through ``__bool__``)."""
-        return Tensor._wrap(backend.xp_of(self.data).asarray(self.data.any()))
+        return Tensor._wrap(backend.xp_of(self.array).asarray(self.array.any()))
 
     def all(self):
-        return Tensor._wrap(backend.xp_of(self.data).asarray(self.data.all()))
+        return Tensor._wrap(backend.xp_of(self.array).asarray(self.array.all()))
 
     def reshape(self, *new_shape):
         return shape.reshape(self, *new_shape)
@@ -401,7 +423,7 @@ class Tensor:
 def tensor(data, requires_grad=False, dtype=None, device=None):
     """Make a tensor from Python data or an array (always a new leaf, like ``torch.tensor``)."""
     if isinstance(data, Tensor):
-        data = data.data
+        data = data.array
     if isinstance(data, np.ndarray) or backend.is_cupy_array(data):
         data = data.copy()  # a new tensor never shares memory with the caller's array
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)

@@ -42,7 +42,7 @@ def loss_normalizer(criterion, targets):
         return 1.0
     if isinstance(criterion, nn.CrossEntropyLoss):
         return F.cross_entropy_normalizer(targets, criterion.weight, criterion.ignore_index)
-    return float(targets.size)  # MSELoss: the mean runs over every element
+    return float(targets.numel())  # MSELoss: the mean runs over every element
 
 
 def summed_loss(criterion, outputs, targets):
@@ -214,7 +214,7 @@ class AccuracyCounter:
         if self.correct is None:
             self.num_classes = self.num_classes or outputs.shape[1]
             self.correct, self.total = np.zeros(self.num_classes), np.zeros(self.num_classes)
-        predicted, targets = outputs.data.argmax(axis=1), targets.data
+        predicted, targets = outputs.array.argmax(axis=1), targets.array
         counted = targets != self.ignore_index
         hits = predicted[counted] == targets[counted]
         np.add.at(self.total, backend.to_host(targets[counted]), 1)

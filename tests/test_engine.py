@@ -61,7 +61,7 @@ def test_accumulated_grads_do_not_share_memory_between_tensors(device):
     a = mg.tensor(np.ones(2), requires_grad=True, device=device)
     b = mg.tensor(np.ones(2), requires_grad=True, device=device)
     (a + b).sum().backward()  # Add hands the same array to both inputs
-    a.grad.data += 10
+    a.grad.array += 10
     np.testing.assert_array_equal(b.grad.numpy(), [1.0, 1.0])
 
 

@@ -106,7 +106,7 @@ def test_optimizer_state_is_0_1_2_3_parameter_sizes_as_in_pytorch(make_optimizer
     after = memory.budget(model, optimizer, images, labels, nn.CrossEntropyLoss())
     torch_state_bytes = sum(value.numel() * value.element_size() for state in torch_optimizer.state.values()
                             for value in state.values() if torch.is_tensor(value) and value.ndim > 0)
-    parameter_bytes = sum(p.data.nbytes for p in model.parameters())
+    parameter_bytes = sum(p.array.nbytes for p in model.parameters())
     assert before.optimizer_state == after.optimizer_state == arrays_per_parameter * parameter_bytes
     assert before.optimizer_state_measured is None
     assert after.optimizer_state_measured == torch_state_bytes == arrays_per_parameter * parameter_bytes

@@ -180,12 +180,12 @@ def test_load_state_dict_restores_hyperparameters_and_checks_shapes():
 def test_updates_are_in_place_keep_dtype_and_skip_parameters_without_grad():
     mg.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(2, 2))  # float32
-    weight_array = model[0].weight.data
+    weight_array = model[0].weight.array
     optimizer = optim.Adam(model.parameters(), lr=0.1)
     before_last = model[2].weight.numpy().copy()
     model[0](mg.tensor(np.ones((4, 3), dtype=np.float32))).sum().backward()  # only layer 0 gets grads
     optimizer.step()
-    assert model[0].weight.data is weight_array and model[0].weight.dtype == np.float32
+    assert model[0].weight.array is weight_array and model[0].weight.dtype == np.float32
     assert model[0].weight.grad.dtype == np.float32
     np.testing.assert_array_equal(model[2].weight.numpy(), before_last)
     optimizer.zero_grad()

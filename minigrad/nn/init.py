@@ -17,7 +17,7 @@ def uniform_(tensor, low, high):
     values = random.generator().uniform(low, high, size=tensor.shape)
     from .. import backend
     with no_grad():
-        tensor.data[...] = backend.to_device(values.astype(tensor.dtype), tensor.device)
+        tensor.array[...] = backend.to_device(values.astype(tensor.dtype), tensor.device)
     return tensor
 
 

@@ -14,7 +14,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad=True):
-        super().__init__(data.data if isinstance(data, Tensor) else data, requires_grad=requires_grad)
+        super().__init__(data.array if isinstance(data, Tensor) else data, requires_grad=requires_grad)
 
     def __repr__(self):
         return "Parameter(" + super().__repr__() + ")"
@@ -144,9 +144,9 @@ class Module:
         dtype = backend.parse_dtype(dtype) if dtype is not None else None
         device = backend.parse_device(device) if device is not None else None
         for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
-            tensor.data = _moved(tensor.data, dtype, device)
+            tensor.array = _moved(tensor.array, dtype, device)
             if tensor.grad is not None:
-                tensor.grad.data = _moved(tensor.grad.data, dtype, device)
+                tensor.grad.array = _moved(tensor.grad.array, dtype, device)
         return self
 
     def cuda(self, index=0):
@@ -185,7 +185,7 @@ class Module:
             raise StateDictMismatch(missing if strict else [], unexpected if strict else [], misshaped)
         for name, array in values.items():  # all checks passed: now change state
             target = own[name]
-            target.data[...] = backend.to_device(backend.xp_of(array).asarray(array), target.device).astype(
+            target.array[...] = backend.to_device(backend.xp_of(array).asarray(array), target.device).astype(
                 target.dtype, copy=False)
         return IncompatibleKeys(missing, unexpected)
 
@@ -202,7 +202,7 @@ class Module:
 
 
 def _array_of(value):
-    return value.data if isinstance(value, Tensor) else value
+    return value.array if isinstance(value, Tensor) else value
 
 
 def _moved(array, dtype, device):

@@ -228,7 +228,7 @@ def promote(a, b, true_division=False):
     from ..tensor import Tensor
 
     def as_dtype(t, dtype):
-        return t if t.dtype == dtype else Tensor._wrap(t.data.astype(dtype))
+        return t if t.dtype == dtype else Tensor._wrap(t.array.astype(dtype))
 
     a_float, b_float = a.dtype.kind == "f", b.dtype.kind == "f"
     if a_float and not b_float:

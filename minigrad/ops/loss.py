@@ -32,8 +32,8 @@ def cross_entropy_normalizer(target, weight=None, ignore_index=-100):
     Targets equal to ``ignore_index`` count 0; with class weights each target counts w[target].
     """
     from ..tensor import Tensor
-    target_array = target.data if isinstance(target, Tensor) else target  # also a bare array
-    weight_array = weight.data if isinstance(weight, Tensor) else weight
+    target_array = target.array if isinstance(target, Tensor) else target  # also a bare array
+    weight_array = weight.array if isinstance(weight, Tensor) else weight
     sample_weights, _ = counted_target_weights(target_array, weight_array, ignore_index)
     return float(sample_weights.sum())
 
@@ -90,7 +90,7 @@ class CrossEntropy(Function):
 def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of ``logits`` (N, C) against integer class ``target`` (N,)."""
     check_cross_entropy_arguments(logits, target, weight, ignore_index, reduction, label_smoothing)
-    return CrossEntropy.apply(logits, target=target.data, weight=None if weight is None else weight.data,
+    return CrossEntropy.apply(logits, target=target.array, weight=None if weight is None else weight.array,
                               ignore_index=ignore_index, reduction=reduction,
                               label_smoothing=float(label_smoothing))
 
@@ -116,7 +116,7 @@ def check_cross_entropy_arguments(logits, target, weight, ignore_index, reductio
     num_classes = logits.shape[1]
     if weight is not None and weight.shape != (num_classes,):
         raise ValueError(f"cross_entropy: weight must have shape ({num_classes},), got {weight.shape}")
-    counted = target.data[target.data != ignore_index]
+    counted = target.array[target.array != ignore_index]
     if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= num_classes):
         bad = int(counted.min()) if int(counted.min()) < 0 else int(counted.max())
         raise ValueError(f"cross_entropy: target: expected class indices in [0, {num_classes - 1}] "

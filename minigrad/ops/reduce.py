@@ -168,8 +168,8 @@ def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
         values, indices = _extreme(name, a.reshape(1), 0, keepdims, None, None, largest)
         return ValuesIndices(values.reshape(()), indices.reshape(()))
     index = _arg_extreme(name, a, axis, True, None, None, largest)      # the reduced axis kept, size 1
-    values = TakeAlongAxis.apply(a, index=index.data, axis=axis, keepdims=keepdims)
-    return ValuesIndices(values, index if keepdims else type(index)._wrap(index.data.squeeze(axis)))
+    values = TakeAlongAxis.apply(a, index=index.array, axis=axis, keepdims=keepdims)
+    return ValuesIndices(values, index if keepdims else type(index)._wrap(index.array.squeeze(axis)))
 
 
 def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -196,8 +196,8 @@ def argmin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
 def _arg_extreme(name, a, axis, keepdims, dim, keepdim, largest):
     from ..tensor import Tensor
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
-    xp = backend.xp_of(a.data)
-    data = a.data
+    xp = backend.xp_of(a.array)
+    data = a.array
     if axis is None or a.ndim == 0:
         if axis is not None:
             normalize_axis(axis, a.ndim, "dim")

@@ -92,9 +92,9 @@ def reshape(a, *shape):
     for size in shape:
         if size != -1:
             known *= size
-    if shape.count(-1) > 1 or (-1 not in shape and known != a.size) or \
-            (-1 in shape and (known == 0 or a.size % known)):
-        raise ValueError(f"reshape: cannot view a tensor of shape {a.shape} ({a.size} elements) "
+    if shape.count(-1) > 1 or (-1 not in shape and known != a.numel()) or \
+            (-1 in shape and (known == 0 or a.numel() % known)):
+        raise ValueError(f"reshape: cannot view a tensor of shape {a.shape} ({a.numel()} elements) "
                          f"as shape {shape}")
     return Reshape.apply(a, shape=shape)
 
@@ -140,11 +140,11 @@ def getitem(a, index):
     """Basic slicing and integer-array indexing; tensors used as indices are unwrapped."""
     from ..tensor import Tensor
     if isinstance(index, Tensor):
-        index = index.data
+        index = index.array
     elif isinstance(index, tuple):
-        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        index = tuple(i.array if isinstance(i, Tensor) else i for i in index)
     elif isinstance(index, list):
-        index = backend.xp_of(a.data).asarray(index)
+        index = backend.xp_of(a.array).asarray(index)
     return GetItem.apply(a, index=index)
 
 

@@ -66,7 +66,7 @@ class Optimizer:
         zero_gradients(self._all_params(), set_to_none)
 
     def step(self, closure=None):
-        """Apply one update to every parameter that has a gradient, in place on ``p.data``.
+        """Apply one update to every parameter that has a gradient, in place on ``p.array``.
 
         ``closure`` (optional, as in PyTorch): a function that zeroes the gradients, recomputes
         the loss, calls backward and returns the loss; it runs first and its loss is returned.
@@ -81,7 +81,7 @@ class Optimizer:
                     if parameter.grad is None:
                         continue
                     state = self.state.setdefault(id(parameter), {})
-                    self.update(parameter.data, parameter.grad.data, state, group)
+                    self.update(parameter.array, parameter.grad.array, state, group)
         return loss
 
     def update(self, param, grad, state, group):
