@@ -150,6 +150,15 @@ def im2col_block_elements(xp) -> int:
     return 128 * 1024 if xp is numpy else 64 * 1024 * 1024
 
 
+def may_be_true(mask) -> bool:
+    """Whether a bool array may hold a True, to skip work that only such arrays need.
+
+    NumPy: the exact answer (one cheap pass). CuPy: "maybe" without looking, since reading the
+    answer would make the host wait for the GPU (a synchronisation per call).
+    """
+    return bool(mask.any()) if xp_of(mask) is numpy else True
+
+
 def keep_freed_host_memory_for_reuse() -> bool:
     """Ask glibc's malloc to keep large freed blocks for reuse instead of unmapping them.
 

@@ -1,4 +1,7 @@
-"""conv2d, max_pool2d and avg_pool2d against PyTorch over drawn geometries, ties in max-pool included."""
+"""conv2d, max_pool2d and avg_pool2d against PyTorch and the plain reference (ops/conv_reference.py)
+over drawn geometries, ties in max-pool included."""
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +11,10 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 import minigrad.nn.functional as F
+from minigrad.ops import conv_reference as reference
 
 from strategies import allow_device_fixture, conv_shapes, float64_arrays, pool_configs
-from torch_check import check_against_torch
+from torch_check import check_against_reference, check_against_torch
 
 
 def conv_arrays(config, seed):
@@ -27,9 +31,10 @@ def conv_arrays(config, seed):
 def test_conv2d_matches_torch(device, config, seed):
     geometry = dict(stride=config["stride"], padding=config["padding"], dilation=config["dilation"],
                     groups=config["groups"])
-    check_against_torch(lambda x, w, *b: F.conv2d(x, w, *b, **geometry),
-                        lambda x, w, *b: torch_F.conv2d(x, w, *b, **geometry),
-                        *conv_arrays(config, seed), device=device)
+    arrays = conv_arrays(config, seed)
+    check_against_torch(partial(F.conv2d, **geometry), partial(torch_F.conv2d, **geometry), *arrays, device=device)
+    check_against_reference(partial(F.conv2d, **geometry), partial(reference.conv2d, **geometry), *arrays,
+                            device=device)
 
 
 def pool_input(config, values):
@@ -42,8 +47,10 @@ def pool_input(config, values):
 def test_pooling_matches_torch(pool, device, config, data):
     x = data.draw(pool_input(config, float64_arrays), label="x")  # repeated values make ties
     geometry = dict(kernel_size=config["kernel"], stride=config["stride"], padding=config["padding"])
-    check_against_torch(lambda t: getattr(F, pool)(t, **geometry),
-                        lambda t: getattr(torch_F, pool)(t, **geometry), x, device=device)
+    check_against_torch(partial(getattr(F, pool), **geometry), partial(getattr(torch_F, pool), **geometry), x,
+                        device=device)
+    check_against_reference(partial(getattr(F, pool), **geometry), partial(getattr(reference, pool), **geometry), x,
+                            device=device)
 
 
 def integer_valued(shape):
@@ -59,8 +66,10 @@ def test_max_pool_gradient_with_exact_ties_equals_torch_exactly(device, config, 
     out_shape = torch_F.max_pool2d(torch.tensor(x), **geometry).shape
     grad_out = np.asarray(data.draw(float64_arrays(tuple(out_shape), -3, 3), label="grad")).round()
     # Integer values and gradients: every sum is exact, so the gradients must be equal, not close.
-    check_against_torch(lambda t: F.max_pool2d(t, **geometry), lambda t: torch_F.max_pool2d(t, **geometry),
+    check_against_torch(partial(F.max_pool2d, **geometry), partial(torch_F.max_pool2d, **geometry),
                         x, device=device, grad_out=grad_out, rtol=0, atol=0)
+    check_against_reference(partial(F.max_pool2d, **geometry), partial(reference.max_pool2d, **geometry),
+                            x, device=device, grad_out=grad_out, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

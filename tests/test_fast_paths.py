@@ -1,10 +1,13 @@
-"""The fast conv/pool kernels against PyTorch (float64, rtol 1e-10), one test per trick they use.
+"""The fast conv/pool kernels against PyTorch and against the plain reference (ops/conv_reference.py),
+float64, rtol 1e-10, one test per trick they use.
 
-The tricks (see ops/conv.py and ops/pool.py): im2col built one pixel block at a time (whole
+The tricks (see ops/conv.py, ops/pool.py and ops/layout.py): im2col built one pixel block at a time (whole
 rows, or a run of columns within a row when a row is too big), batch-last (C, H, W, N) arrays
 passed between consecutive conv/pool ops as NCHW views, the input gradient skipped for data,
 one strided add per kernel offset, and max-pool as strided slices with a first-wins mask.
 """
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +18,25 @@ from hypothesis import strategies as st
 import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import backend
+from minigrad.ops import conv_reference as reference
 
 from strategies import allow_device_fixture, conv_shapes
-from torch_check import assert_close, check_against_torch
+from torch_check import assert_close, check_against_reference, check_against_torch
+
+
+def check_conv(options, *arrays, device):
+    """conv2d's fast kernel against PyTorch and against the reference loop over kernel offsets."""
+    fast = partial(F.conv2d, **options)
+    check_against_torch(fast, partial(torch_F.conv2d, **options), *arrays, device=device)
+    check_against_reference(fast, partial(reference.conv2d, **options), *arrays, device=device)
+
+
+def check_pool(pool, geometry, x, device, **options):
+    """A pool's fast kernel against PyTorch and against the reference; returns the fast output."""
+    fast = partial(getattr(F, pool), **geometry)
+    out = check_against_torch(fast, partial(getattr(torch_F, pool), **geometry), x, device=device, **options)
+    check_against_reference(fast, partial(getattr(reference, pool), **geometry), x, device=device, **options)
+    return out
 
 # (batch, in_channels, out_channels, height, width, kernel, stride, padding, dilation, groups)
 CONV_GEOMETRIES = [
@@ -55,8 +74,7 @@ def use_block_size(monkeypatch, block_elements):
 def test_conv2d_in_pixel_blocks_matches_torch(device, monkeypatch, geometry, block_elements):
     use_block_size(monkeypatch, block_elements)
     arrays, options = conv_problem(geometry)
-    check_against_torch(lambda x, w, b: F.conv2d(x, w, b, **options),
-                        lambda x, w, b: torch_F.conv2d(x, w, b, **options), *arrays, device=device)
+    check_conv(options, *arrays, device=device)
 
 
 @settings(allow_device_fixture, max_examples=15)
@@ -69,8 +87,7 @@ def test_conv2d_matches_torch_for_any_block_size(device, config, block_elements,
     arrays, options = conv_problem(geometry, seed)
     with pytest.MonkeyPatch.context() as patch:  # Hypothesis reruns the body: patch per example
         use_block_size(patch, block_elements)
-        check_against_torch(lambda x, w, b: F.conv2d(x, w, b, **options),
-                            lambda x, w, b: torch_F.conv2d(x, w, b, **options), *arrays, device=device)
+        check_conv(options, *arrays, device=device)
 
 
 def test_conv2d_of_data_computes_no_input_gradient_and_right_weight_gradient(device):
@@ -143,22 +160,42 @@ POOL_CASES = [  # (geometry, input shape)
 @pytest.mark.parametrize("geometry, shape", POOL_CASES)
 def test_pooling_matches_torch(device, pool, geometry, shape):
     x = np.random.default_rng(3).standard_normal(shape)
-    check_against_torch(lambda t: getattr(F, pool)(t, **geometry),
-                        lambda t: getattr(torch_F, pool)(t, **geometry), x, device=device)
+    check_pool(pool, geometry, x, device)
 
 
 @pytest.mark.parametrize("geometry, shape", POOL_CASES)
 def test_max_pool_ties_send_gradient_to_the_first_maximum_like_torch(device, geometry, shape):
     """Few distinct values make many ties; the first-wins mask must pick PyTorch's pixel."""
     x = np.random.default_rng(4).integers(-1, 2, size=shape).astype(np.float64)
-    check_against_torch(lambda t: F.max_pool2d(t, **geometry), lambda t: torch_F.max_pool2d(t, **geometry),
-                        x, device=device, rtol=0, atol=0)
+    check_pool("max_pool2d", geometry, x, device, rtol=0, atol=0)
+
+
+def test_max_pool_window_with_nans_sends_its_gradient_to_the_last_nan_like_torch(device):
+    """PyTorch scans a window keeping ``val > max || isnan(val)``: the max is NaN and the last NaN
+    in row-major order gets the gradient, whatever the other values or ties."""
+    nan = np.nan
+    # Left window: NaNs at offsets (0, 0) and (1, 0) -> (1, 0). Right window: tied 5s and one NaN -> the NaN.
+    x = np.array([[[[nan, 1.0, nan, 5.0],
+                    [nan, 2.0, 5.0, 5.0]]]])
+    out = check_pool("max_pool2d", dict(kernel_size=2), x, device, grad_out=np.array([[[[3.0, 4.0]]]]))
+    assert np.isnan(out.numpy()).all()
+    data = mg.tensor(x, requires_grad=True, device=device)
+    F.max_pool2d(data, 2).backward(mg.tensor([[[[3.0, 4.0]]]], dtype=mg.float64, device=device))
+    np.testing.assert_array_equal(data.grad.numpy(), [[[[0.0, 0.0, 4.0, 0.0], [3.0, 0.0, 0.0, 0.0]]]])
+
+
+@pytest.mark.parametrize("geometry, shape", POOL_CASES)
+def test_max_pool_with_many_nans_and_ties_matches_torch(device, geometry, shape):
+    """NaN windows and tied windows side by side, overlapping and padded windows included."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(-1, 2, size=shape).astype(np.float64)
+    x[rng.random(shape) < 0.25] = np.nan
+    check_pool("max_pool2d", geometry, x, device, rtol=0, atol=0)
 
 
 def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
     x = -1.0 - np.random.default_rng(5).random((2, 2, 5, 5))
-    check_against_torch(lambda t: F.max_pool2d(t, 3, 2, 1), lambda t: torch_F.max_pool2d(t, 3, 2, 1),
-                        x, device=device)
+    check_pool("max_pool2d", dict(kernel_size=3, stride=2, padding=1), x, device)
 
 
 # ----------------------------------------------------------------------------- dtypes

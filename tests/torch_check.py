@@ -110,3 +110,22 @@ def check_gradient(mg_fn, *arrays, device="cpu", rtol=1e-5, atol=1e-7, eps=1e-6)
         analytic = gradient_or_zeros(None if mg_input.grad is None else mg_input.grad.numpy(), numerical.shape)
         np.testing.assert_allclose(analytic, numerical, rtol=rtol, atol=atol,
                                    err_msg=f"backward vs central differences, input {position}")
+
+
+# ----------------------------------------------------------------------------- fast path vs reference
+def check_against_reference(fast_fn, reference_fn, *arrays, device="cpu", grad_out=None, rtol=RTOL, atol=ATOL):
+    """Assert a fast minigrad kernel equals its plain reference (ops/conv_reference.py) in value and
+    in every input's gradient; the reference's backward is autograd's, so the two share no code."""
+    fast_inputs = [to_minigrad(array, device) for array in arrays]
+    reference_inputs = [to_minigrad(array, device) for array in arrays]
+    fast_out, reference_out = fast_fn(*fast_inputs), reference_fn(*reference_inputs)
+    assert_close(fast_out.numpy(), reference_out.numpy(), "forward vs reference", rtol, atol)
+    grad_out = upstream_gradient(reference_out.shape) if grad_out is None else grad_out
+    for out in (fast_out, reference_out):
+        out.backward(mg.tensor(grad_out, dtype=out.dtype, device=out.device))
+    for position, (fast_input, reference_input) in enumerate(zip(fast_inputs, reference_inputs)):
+        if fast_input.requires_grad:
+            shape = arrays[position].shape
+            assert_close(gradient_or_zeros(None if fast_input.grad is None else fast_input.grad.numpy(), shape),
+                         gradient_or_zeros(None if reference_input.grad is None else reference_input.grad.numpy(), shape),
+                         f"gradient of input {position} vs reference", rtol, atol)

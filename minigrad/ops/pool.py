@@ -1,22 +1,23 @@
-"""2-d max and average pooling, matching PyTorch's defaults.
+"""2-d max and average pooling: the math, then its fast evaluation (read ops/conv_reference.py first).
 
-Like convolution (ops/conv.py) the kernels work on batch-last (C, H, W, N) arrays and return
-an NCHW view. Pooling loops over the KH*KW kernel offsets, not over pixels: for one offset,
-the pixel that every window reads is a strided slice of the input (``offset_pixels``), so
-each step is one vectorised operation over the whole batch (4 of them for a 2x2 pool).
+The math, for a window of kernel offsets (kh, kw) at output pixel (i, j):
+    max:  out[n, c, i, j] = max_{kh,kw} x[n, c, i*s + kh, j*s + kw]    (padding never wins)
+    avg:  out[n, c, i, j] = mean_{kh,kw} x[n, c, i*s + kh, j*s + kw]   (padded zeros count)
+    d(max)/dx = 1 at the pixel PyTorch's scan picks (the first maximum, or the last NaN), else 0
+    d(avg)/dx = 1/(KH*KW) at every pixel of the window
+
+The fast evaluation works, like convolution, on batch-last (C, H, W, N) arrays and returns an
+NCHW view (ops/layout.py). It loops over the KH*KW kernel offsets, not over pixels: for one
+offset, the pixel that every window reads is a strided slice of the input (``offset_pixels``),
+so each step is one vectorised operation over the whole batch (4 of them for a 2x2 pool).
 """
 from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
-from .conv import batch_first, batch_last, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
+from .layout import batch_first, batch_last, kernel_offsets, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
 
 NO_DILATION = (1, 1)
-
-
-def kernel_offsets(kernel):
-    """(kh, kw) in row-major order: the order in which PyTorch breaks ties in max-pool."""
-    return [(kh, kw) for kh in range(kernel[0]) for kw in range(kernel[1])]
 
 
 def pool_geometry(x_padded, kernel, stride):
@@ -40,27 +41,43 @@ class MaxPool2d(Function):
         self.geometry = (kernel, stride, padding)
         return batch_first(out)
 
-    def backward(self, grad):  # d(max)/dx = 1 at the window's first arg-max, 0 elsewhere
+    def backward(self, grad):  # d(max)/dx = 1 at the window's first arg-max (or last NaN), 0 elsewhere
         xp = backend.xp_of(grad)
         x_padded, out = self.saved
         kernel, stride, padding = self.geometry
-        rows, cols = pool_geometry(x_padded, kernel, stride)
-        grad_out = batch_last(grad)                                            # (C, OH, OW, N)
         grad_padded = xp.zeros_like(x_padded)
         unclaimed = xp.ones(out.shape, dtype=bool)                             # windows not yet routed
-        windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
+        route = (x_padded, batch_last(grad), grad_padded, unclaimed, stride)
         # First wins: visiting offsets in row-major order and routing each window's gradient to
         # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
-        for kh, kw in kernel_offsets(kernel):
-            region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
-            winner = xp.equal(x_padded[region], out)
-            winner &= unclaimed
-            unclaimed ^= winner                                                # winner is within unclaimed
-            if windows_overlap:
-                grad_padded[region] += grad_out * winner
-            else:  # each pixel is in one window at most: write in place, no temporary
-                xp.multiply(grad_out, winner, out=grad_padded[region])
+        windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
+        route_to_first_match(lambda pixels: xp.equal(pixels, out), kernel_offsets(kernel), *route,
+                             may_overwrite=not windows_overlap)
+        # Still unclaimed: windows whose max is NaN (NaN equals nothing). PyTorch's scan
+        # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
+        if backend.may_be_true(unclaimed):
+            route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False)
         return batch_first(unpad_spatial(grad_padded, padding))
+
+
+def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, may_overwrite):
+    """Send each unclaimed window's gradient to the first of ``offsets`` whose pixel ``matches``.
+
+    grad_out and unclaimed are (C, OH, OW, N); unclaimed is updated in place. With
+    ``may_overwrite`` (each pixel in one window at most, nothing routed yet) the gradient is
+    written in place instead of added through a temporary.
+    """
+    xp = backend.xp_of(grad_out)
+    rows, cols = slice(0, grad_out.shape[1]), slice(0, grad_out.shape[2])
+    for kh, kw in offsets:
+        region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
+        winner = matches(x_padded[region])
+        winner &= unclaimed
+        unclaimed ^= winner                                                    # winner is within unclaimed
+        if may_overwrite:
+            xp.multiply(grad_out, winner, out=grad_padded[region])
+        else:
+            grad_padded[region] += grad_out * winner
 
 
 class AvgPool2d(Function):
