@@ -23,7 +23,7 @@ import math
 import numbers
 import time
 
-from . import backend, nn, random
+from . import backend, distributed, nn, random
 from .autograd import no_grad
 from .backend import np
 from .nn import functional as F
@@ -70,7 +70,7 @@ def micro_batch_slices(batch_size, micro_batch_size):
     explicit, possibly uneven partition such as [3, 1, 4].
     """
     if micro_batch_size is None:
-        sizes = [batch_size]
+        sizes = [batch_size] if batch_size else []  # an empty shard (distributed) has no micro-batch
     elif isinstance(micro_batch_size, numbers.Integral) and not isinstance(micro_batch_size, bool):
         if micro_batch_size <= 0:
             raise ValueError(f"micro_batch_size: expected a positive int, got {micro_batch_size!r}")
@@ -89,7 +89,7 @@ def micro_batch_slices(batch_size, micro_batch_size):
     return slices
 
 
-def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micro_batch=None):
+def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micro_batch=None, world=None):
     """Forward and backward micro-batch by micro-batch; afterwards every parameter's ``.grad``
     holds exactly what ``criterion(model(inputs), targets).backward()`` would add for the whole
     batch. Returns the whole batch's loss as a float. The optimizer step stays the caller's.
@@ -99,17 +99,27 @@ def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micr
     (the training loop counts correct predictions with it).
     Dropout masks are keyed per sample (``random.per_sample_masks``), so they too are the same
     however the batch is split. Layers that mix samples (batch norm) would break the equality.
+
+    Across processes (``world``, default ``distributed.world()``; under ``mpiexec`` every rank
+    passes the same global batch): each rank runs only its shard, the normaliser and the
+    gradients are summed over the ranks, and every rank ends with the whole batch's ``.grad``
+    and loss, as one process would. ``micro_batch_size`` then cuts each rank's shard.
     """
     inputs, targets = _as_tensor(inputs, "inputs"), _as_tensor(targets, "targets")
     if inputs.shape[:1] != targets.shape[:1]:
         raise ValueError(f"targets: expected {inputs.shape[0]} samples like inputs {inputs.shape}, "
                          f"got shape {targets.shape}")
+    world = distributed.world() if world is None else world
+    inputs, targets, first_sample = local_shard(world, inputs, targets, micro_batch_size)
     parts = micro_batch_slices(inputs.shape[0], micro_batch_size)
-    normalizer = loss_normalizer(criterion, targets)  # fixed for the whole batch, before any micro-batch
+    # Fixed for the whole (global) batch before any micro-batch; across ranks: collective 1.
+    normalizer = batch_normalizer(criterion, targets, world)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    earlier = set_aside_gradients(parameters) if world.is_distributed else None
     total_loss = 0.0
     with random.per_sample_masks():  # dropout masks keyed by global sample index, not by split
         for part in parts:
-            with random.sample_offset(part.start):
+            with random.sample_offset(first_sample + part.start):
                 outputs = model(inputs[part])
             # Sum over this micro-batch / the WHOLE batch's normaliser; NOT its mean / len(parts)
             # (that weighs samples unequally, see the module docstring).
@@ -118,7 +128,45 @@ def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micr
             total_loss += loss.item()
             if on_micro_batch is not None:
                 on_micro_batch(outputs.detach(), targets[part])
+    if world.is_distributed:  # collective 2: every rank's shares add up to the batch's gradient and loss
+        (total_loss,) = world.sum_gradients(parameters, [total_loss])
+        add_back_gradients(parameters, earlier)
     return total_loss if normalizer else float("nan")  # nothing counted: 0/0, as the full batch
+
+
+def local_shard(world, inputs, targets, micro_batch_size):
+    """This rank's slice of the global batch and the global index of its first sample
+    (the whole batch and 0 in a single process)."""
+    if not world.is_distributed:
+        return inputs, targets, 0
+    if isinstance(micro_batch_size, (list, tuple)):
+        raise ValueError(f"micro_batch_size: a list of sizes partitions one process's batch; with "
+                         f"{world.size} ranks give an int or None, got {micro_batch_size!r}")
+    mine = world.shard(inputs.shape[0])
+    return inputs[mine], targets[mine], mine.start
+
+
+def batch_normalizer(criterion, targets, world):
+    """``loss_normalizer`` of the whole global batch: each rank counts its own targets and one
+    Allreduce(SUM) adds the counts (a 'sum' loss has no normaliser to add up)."""
+    local = loss_normalizer(criterion, targets)
+    return world.sum_normalizer(local) if criterion.reduction == "mean" else local
+
+
+def set_aside_gradients(parameters):
+    """Only this batch's gradient may be summed over ranks: what ``.grad`` held before (a caller
+    accumulating over several calls) is set aside, and added back after the reduction."""
+    earlier = [p.grad for p in parameters]
+    for parameter in parameters:
+        parameter.grad = None
+    return earlier
+
+
+def add_back_gradients(parameters, earlier):
+    for parameter, grad in zip(parameters, earlier):
+        if grad is not None and parameter.grad is not None:
+            grad.array += parameter.grad.array  # in place: code holding the old .grad sees the sum
+        parameter.grad = grad if grad is not None else parameter.grad
 
 
 def share_of_batch_loss(micro_batch_sum, normalizer):
@@ -137,48 +185,78 @@ def _as_tensor(value, name):
 
 
 # ----------------------------------------------------------------------------- the loop
-def train_one_epoch(model, criterion, optimizer, loader, micro_batch_size=None, epoch=0, on_step=None):
+def train_one_epoch(model, criterion, optimizer, loader, micro_batch_size=None, epoch=0, on_step=None, world=None):
     """One pass over ``loader``: per batch, zero_grad, accumulate, check the loss, one step.
 
     Returns dict(loss = mean loss per sample, accuracy (classification; else None),
     images_per_second, steps). ``on_step(step, loss, batch_size)`` is called after each step.
+    Across processes (``world``, default ``distributed.world()``) every rank iterates the same
+    global batches; the ranks first check that they agree on the epoch's plan, and the loss,
+    the gradients and the accuracy counts are sums over the ranks, so every rank returns the
+    numbers one process would.
     """
+    world = distributed.world() if world is None else world
+    if world.is_distributed:
+        world.check_same_plan(epoch_plan(model, optimizer, loader, micro_batch_size, epoch))
     model.train()
     counter = AccuracyCounter(criterion)
     loss_sum, samples, steps = 0.0, 0, 0
     started = time.perf_counter()
     for step, (inputs, targets) in enumerate(loader):
         optimizer.zero_grad()
-        loss = accumulate(model, criterion, inputs, targets, micro_batch_size, on_micro_batch=counter.add)
-        if not math.isfinite(loss):
+        loss = accumulate(model, criterion, inputs, targets, micro_batch_size, on_micro_batch=counter.add,
+                          world=world)
+        if not math.isfinite(loss):  # the whole batch's loss, the same on every rank: all stop together
             raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step} (0-based): the loss is "
                                    f"{loss}; lower the learning rate or check the data")
         optimizer.step()  # once per batch, however many micro-batches made its gradient
         loss_sum, samples, steps = loss_sum + loss * len(inputs), samples + len(inputs), steps + 1
         if on_step is not None:
             on_step(step, loss, len(inputs))
+    counter.sum_over(world)
     elapsed = time.perf_counter() - started
     return dict(loss=loss_sum / max(samples, 1), accuracy=counter.accuracy(), steps=steps,
                 images_per_second=samples / elapsed if elapsed > 0 else float("inf"))
 
 
-def evaluate(model, criterion, loader, num_classes=None):
+def epoch_plan(model, optimizer, loader, micro_batch_size, epoch):
+    """What all ranks must agree on before an epoch; nothing here depends on the world size.
+    (A loader that is not a DataLoader contributes only what it has.)"""
+    dataset = getattr(loader, "dataset", None)
+    return {"epoch": epoch, "loader epoch": getattr(loader, "epoch", None),
+            "samples": len(dataset) if dataset is not None else None,
+            "batch_size": getattr(loader, "batch_size", None), "steps": len(loader) if hasattr(loader, "__len__") else None,
+            "shuffle seed": getattr(loader, "seed", None), "micro_batch_size": micro_batch_size,
+            "optimizer": type(optimizer).__name__,
+            "hyper-parameters": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
+            "parameter shapes": [list(p.shape) for p in model.parameters()],
+            "parameter values": distributed.digest_of_arrays(backend.to_host(p.array) for p in model.parameters())}
+
+
+def evaluate(model, criterion, loader, num_classes=None, world=None):
     """Loss (as the criterion would give on the whole data set), accuracy, and per-class accuracy
-    (a list, NaN for a class with no samples; both None for regression), in eval mode, no_grad."""
+    (a list, NaN for a class with no samples; both None for regression), in eval mode, no_grad.
+    Across processes each rank evaluates its shard of every batch and the sums are added up."""
+    world = distributed.world() if world is None else world
     was_training = model.training
     model.eval()
     counter = AccuracyCounter(criterion, num_classes)
     loss_sum, normalizer = 0.0, 0.0
     with no_grad():
         for inputs, targets in loader:
+            inputs, targets, _ = local_shard(world, inputs, targets, None)
+            if not len(inputs):
+                continue  # an empty shard adds nothing to the sums
             outputs = model(inputs)
             loss_sum += summed_loss(criterion, outputs, targets).item()
             normalizer += loss_normalizer(criterion, targets)
             counter.add(outputs, targets)
     model.train(was_training)
+    loss_sum, normalizer = world.sum([loss_sum, normalizer])  # numerators and counts, never means
+    counter.sum_over(world)
     if criterion.reduction == "mean":
         loss_sum = loss_sum / normalizer if normalizer else float("nan")  # nothing counted: NaN, as PyTorch
-    return dict(loss=loss_sum, accuracy=counter.accuracy(), per_class_accuracy=counter.per_class_accuracy())
+    return dict(loss=float(loss_sum), accuracy=counter.accuracy(), per_class_accuracy=counter.per_class_accuracy())
 
 
 def fit(model, criterion, optimizer, train_loader, epochs, micro_batch_size=None, test_loader=None,
@@ -219,6 +297,19 @@ class AccuracyCounter:
         hits = predicted[counted] == targets[counted]
         np.add.at(self.total, backend.to_host(targets[counted]), 1)
         np.add.at(self.correct, backend.to_host(targets[counted]), backend.to_host(hits))
+
+    def sum_over(self, world):
+        """Add every rank's counts (exact integers), so the accuracy is the whole data set's.
+        A rank that saw no sample learns the number of classes from the others first."""
+        if not world.is_distributed or not self.is_classification:
+            return
+        num_classes = world.max(self.num_classes or 0)
+        if not num_classes:
+            return  # no rank saw a sample: nothing counted anywhere, as in one process
+        if self.correct is None:
+            self.correct, self.total = np.zeros(num_classes), np.zeros(num_classes)
+        counts = world.sum(np.concatenate([self.correct, self.total]))
+        self.num_classes, self.correct, self.total = num_classes, counts[:num_classes], counts[num_classes:]
 
     def accuracy(self):
         if self.total is None or not self.total.sum():

@@ -1,0 +1,224 @@
+"""Data-parallel training over MPI equals one process (SPEC section 8).
+
+The multi-process tests start ``mpiexec -n N`` on ``distributed_worker.py`` (or on
+``python -m minigrad train``), each bounded by a timeout, and compare what every rank wrote
+with a single-process reference computed here by the plain recipe,
+``criterion(model(x), y).backward()`` on the whole batch. One launch runs all cases of one
+world size, because a launch costs seconds. The rest are in-process unit tests of the
+sharding rule, the plan check and the flat buffer.
+"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import minigrad as mg
+from minigrad import distributed, random, train
+from minigrad.data import DataLoader, TensorDataset
+from distributed_cases import NUM_CLASSES, evaluation_setup, gradient_cases, setup
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(REPO_ROOT, "tests", "distributed_worker.py")
+LAUNCH_TIMEOUT = 180  # seconds; a hang fails the test instead of blocking CI
+RTOL, ATOL = 1e-12, 1e-14
+
+
+# ----------------------------------------------------------------------------- launching
+def mpiexec_path():
+    found = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    if found is None:
+        pytest.fail("mpiexec not found: the test extra installs it (pip install -e '.[test]' brings mpich)")
+    return found
+
+
+def mpiexec(num_ranks, *arguments, timeout=LAUNCH_TIMEOUT):
+    """Run ``mpiexec -n num_ranks python ARGUMENTS`` from the repository root, one BLAS thread
+    per rank; returns the CompletedProcess (a hang raises TimeoutExpired and fails the test)."""
+    environment = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                       MKL_NUM_THREADS="1")
+    command = [mpiexec_path(), "-n", str(num_ranks), sys.executable, *arguments]
+    return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def check_ok(result):
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+@pytest.fixture(scope="module", params=[1, 2, 3])
+def gradient_run(request, tmp_path_factory):
+    """One launch per world size: every rank's data-parallel gradients for every case."""
+    out_dir = tmp_path_factory.mktemp(f"gradients{request.param}")
+    check_ok(mpiexec(request.param, WORKER, "gradients", str(out_dir)))
+    return request.param, [dict(np.load(out_dir / f"rank{rank}.npz")) for rank in range(request.param)]
+
+
+def full_batch_reference(case):
+    """The plain recipe on the whole batch, dropout keyed per sample as accumulate keys it."""
+    model, criterion, inputs, targets = setup(case)
+    mg.manual_seed(case["seed"])
+    with random.per_sample_masks():
+        loss = criterion(model(inputs), targets)
+    loss.backward()
+    return loss.item(), [p.grad.numpy() for p in model.parameters()]
+
+
+# ----------------------------------------------------------------------------- the gradient
+def test_data_parallel_gradient_equals_full_batch_gradient(gradient_run):
+    """Every case (loss variants, batch sizes 1, 2, 5, 7, micro-batch sizes None/1/2/3, dropout)
+    on every rank: the full batch's gradient and loss, to float64 round-off."""
+    world_size, ranks = gradient_run
+    assert [int(r["shards"][1]) for r in ranks] == [world_size] * world_size  # really launched N ranks
+    for case in gradient_cases():
+        expected_loss, expected_grads = full_batch_reference(case)
+        for rank, results in enumerate(ranks):
+            where = f"{case} on rank {rank} of {world_size}"
+            np.testing.assert_allclose(results[case["name"] + "/loss"], expected_loss, rtol=RTOL, err_msg=where)
+            for index, expected in enumerate(expected_grads):
+                np.testing.assert_allclose(results[f"{case['name']}/grad{index}"], expected, rtol=RTOL, atol=ATOL,
+                                           err_msg=f"parameter {index}, {where}")
+
+
+def test_cases_cover_unequal_and_empty_shards(gradient_run):
+    """The case list really exercises shards the world size does not divide, and empty ones."""
+    world_size, ranks = gradient_run
+    batch_sizes = {case["batch_size"] for case in gradient_cases()}
+    shard_sizes = {size for batch_size in batch_sizes for size in distributed.shard_sizes(batch_size, world_size)}
+    assert [int(r["shards"][0]) for r in ranks] == distributed.shard_sizes(5, world_size)
+    if world_size > 1:
+        assert 0 in shard_sizes and any(b % world_size for b in batch_sizes)
+
+
+def test_averaging_over_ranks_differs_on_unequal_shards(gradient_run):
+    """DDP's recipe (mean over ranks of each rank's mean-loss gradient) is NOT the batch's
+    gradient when shards are unequal, as ``loss / accumulation_steps`` is not for micro-batches;
+    with equal shards and plain mean cross-entropy it is."""
+    world_size, ranks = gradient_run
+    if world_size == 1:
+        return  # one rank: the average over ranks is the plain mean, nothing to show
+    differs = {}
+    for case in gradient_cases():
+        if case["loss"] != "cross_entropy" or case["dropout"]:
+            continue
+        _, expected = full_batch_reference(case)
+        averaged = [ranks[0][f"{case['name']}/averaged{i}"] for i in range(len(expected))]
+        equal_shards = case["batch_size"] % world_size == 0
+        close = all(np.allclose(a, e, rtol=1e-9, atol=1e-12) for a, e in zip(averaged, expected))
+        differs[case["batch_size"]] = not close
+        if equal_shards:
+            assert close, f"equal shards of plain mean cross-entropy: averaging is exact ({case})"
+    assert differs[5] and differs[7], f"averaging should be wrong on unequal shards: {differs}"
+
+
+# ----------------------------------------------------------------------------- evaluation
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_evaluation_on_a_test_set_the_ranks_do_not_divide_is_exact(world_size, tmp_path):
+    """23 test samples in batches of 5 on 2 or 3 ranks: the same accuracy, per-class accuracy
+    and loss as arg-max and cross-entropy computed here on the whole set."""
+    check_ok(mpiexec(world_size, WORKER, "evaluate", str(tmp_path)))
+    model, images, labels = evaluation_setup()
+    with mg.no_grad():
+        logits = model(mg.tensor(images)).numpy()
+    predicted = logits.argmax(axis=1)
+    log_probabilities = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - logits.max(1, keepdims=True)
+    expected_loss = -log_probabilities[np.arange(len(labels)), labels].mean()
+    for rank in range(world_size):
+        with open(tmp_path / f"rank{rank}.json") as file:
+            stats = json.load(file)
+        assert stats["accuracy"] == np.mean(predicted == labels)
+        assert stats["per_class_accuracy"] == [np.mean(predicted[labels == c] == c) for c in range(NUM_CLASSES)]
+        np.testing.assert_allclose(stats["loss"], expected_loss, rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- faults
+def test_one_rank_raising_ends_the_job_with_its_message():
+    """Rank 1 raises at step 2 while ranks 0 and 2 wait in the gradient Allreduce: mpiexec must
+    exit non-zero (the timeout turns a hang into a failure), with rank 1's message."""
+    result = mpiexec(3, WORKER, "fail", "1", timeout=60)
+    assert result.returncode != 0
+    assert "bad sample in the batch of step 2 on rank 1" in result.stderr
+    assert "rank 1 of 3 failed" in result.stderr
+    assert "finished" not in result.stdout
+
+
+# ----------------------------------------------------------------------------- single process
+def test_a_single_process_never_imports_mpi():
+    """Without mpiexec, training runs as before and mpi4py is never imported."""
+    code = ("import sys, minigrad as mg, minigrad.nn as nn\n"
+            "from minigrad import train, distributed\n"
+            "model = nn.Linear(3, 2)\n"
+            "train.accumulate(model, nn.CrossEntropyLoss(), mg.randn(4, 3), mg.tensor([0, 1, 1, 0]), 3)\n"
+            "assert not distributed.world().is_distributed and distributed.world().size == 1\n"
+            "assert 'mpi4py' not in sys.modules, 'mpi4py was imported'\n")
+    environment = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=environment, capture_output=True,
+                            text=True, timeout=120)
+    check_ok(result)
+
+
+# ----------------------------------------------------------------------------- the sharding rule
+@given(batch_size=st.integers(0, 50), world_size=st.integers(1, 9))
+def test_shards_are_array_split_slices(batch_size, world_size):
+    """Rank r's shard is np.array_split's r-th piece: contiguous, in rank order, sizes differing
+    by at most one, covering the batch exactly once (no padding, no duplicates)."""
+    expected = np.array_split(np.arange(batch_size), world_size)
+    pieces = [np.arange(batch_size)[distributed.shard(batch_size, rank, world_size)] for rank in range(world_size)]
+    for piece, reference in zip(pieces, expected):
+        np.testing.assert_array_equal(piece, reference)
+    assert distributed.shard_sizes(batch_size, world_size) == [len(p) for p in expected]
+
+
+def test_shard_rejects_a_rank_outside_the_world():
+    with pytest.raises(ValueError, match=r"rank: expected 0 <= rank < world_size = 2, got 2"):
+        distributed.shard(5, 2, 2)
+
+
+# ----------------------------------------------------------------------------- the plan check
+def test_differences_name_each_differing_option():
+    plans = [{"lr": 0.1, "batch_size": 8, "seed": 0}, {"lr": 0.2, "batch_size": 8, "seed": 0},
+             {"lr": 0.1, "batch_size": 8}]
+    message = distributed.describe_differences(plans)
+    assert "'lr': rank 0 has 0.1, rank 1 has 0.2, rank 2 has 0.1" in message
+    assert "'seed': rank 0 has 0, rank 1 has 0, rank 2 has (missing)" in message
+    assert "batch_size" not in message
+
+
+def test_plan_digest_depends_on_values_not_key_order():
+    assert distributed.plan_digest({"a": 1, "b": [2, 3]}) == distributed.plan_digest({"b": [2, 3], "a": 1})
+    assert distributed.plan_digest({"a": 1}) != distributed.plan_digest({"a": 1.5})
+
+
+# ----------------------------------------------------------------------------- the flat buffer
+def test_flat_buffer_round_trips_gradients_flags_and_extras():
+    """pack then unpack (the Allreduce of one rank is the identity) gives the same gradients,
+    keeps None for a parameter without one, and returns the extras."""
+    weight, bias, unused = (mg.randn(3, 2, dtype=mg.float64, requires_grad=True),
+                            mg.randn(2, dtype=mg.float64, requires_grad=True),
+                            mg.randn(4, dtype=mg.float64, requires_grad=True))
+    weight.grad, bias.grad = mg.tensor(np.arange(6.0).reshape(3, 2).T.copy().T), mg.tensor([7.0, 8.0])
+    flat, device = distributed.pack_gradients([weight, bias, unused], [0.25])
+    assert device == "cpu" and flat.shape == (6 + 2 + 4 + 3 + 1,)
+    extras = distributed.unpack_gradients([weight, bias, unused], flat, 1)
+    np.testing.assert_array_equal(weight.grad.numpy(), np.arange(6.0).reshape(3, 2))
+    np.testing.assert_array_equal(bias.grad.numpy(), [7.0, 8.0])
+    assert unused.grad is None and extras == [0.25]
+
+
+def test_flat_buffer_refuses_mixed_dtypes():
+    parameters = [mg.randn(2, dtype=mg.float64, requires_grad=True), mg.randn(2, requires_grad=True)]
+    with pytest.raises(ValueError, match=r"sum_gradients: parameters must share one dtype and device"):
+        distributed.pack_gradients(parameters, [])
+
+
+def test_one_process_world_has_identity_collectives():
+    world = distributed.World()
+    assert (world.rank, world.size, world.is_distributed) == (0, 1, False)
+    assert world.shard(7) == slice(0, 7) and world.sum_normalizer(2.5) == 2.5
+    np.testing.assert_array_equal(world.sum(np.array([1.0, 2.0])), [1.0, 2.0])
+    world.check_same_plan({"anything": object()})  # nothing to compare with: no error
