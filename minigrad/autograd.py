@@ -98,6 +98,22 @@ class Function:
     def save_for_backward(self, *arrays):
         self.saved = arrays
 
+    # What a learner sees of the graph: ``y.grad_fn`` is the Function that made y, named after
+    # its op like PyTorch's nodes (``MulBackward``; PyTorch adds an overload number, MulBackward0),
+    # and ``next_functions`` are the nodes its gradient flows to, as ``(node, 0)`` pairs.
+    def name(self):
+        return f"{type(self).__name__}Backward"
+
+    def __repr__(self):
+        return f"<{self.name()} object at {id(self):#x}>"
+
+    @property
+    def next_functions(self):
+        """One ``(node, 0)`` per input: its Function, ``AccumulateGrad`` for a leaf that wants a
+        gradient, or ``None``. Empty once backward has freed the graph (``retain_graph=False``)."""
+        return tuple((AccumulateGrad(parent) if parent is not None and not isinstance(parent, Function)
+                      else parent, 0) for parent in self.parents)
+
     def forward(self, *arrays, **params):
         raise NotImplementedError
 
@@ -121,6 +137,21 @@ class Function:
         else:
             fn.saved = ()  # nothing will call backward: let the arrays go now
         return out
+
+
+class AccumulateGrad:
+    """The node at a leaf in ``next_functions``: backward adds the gradient into ``variable.grad``."""
+
+    next_functions = ()
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "AccumulateGrad"
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self):#x}>"
 
 
 def gradient_destination(tensor):

@@ -77,6 +77,36 @@ def parse_device(device) -> str:
     raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {device!r}")
 
 
+class device:
+    """PyTorch's ``torch.device``: ``mg.device("cuda" if mg.cuda.is_available() else "cpu")``.
+
+    Anything that takes a device (``Tensor.to``, ``Module.to``, factories) accepts one; it names
+    the same device as its string (``str(mg.device("cuda", 1)) == "cuda:1"``).
+    """
+
+    def __init__(self, type, index=None):
+        if index is not None and ":" not in str(type):
+            type = f"{type}:{index}"
+        name = str(type).strip().lower()
+        kind, _, number = name.partition(":")
+        if kind not in ("cpu", "cuda") or (number and not number.isdigit()) or (kind == "cpu" and number):
+            raise ValueError(f"device: expected 'cpu', 'cuda' or 'cuda:N', got {type!r}")
+        self.type, self.index = kind, int(number) if number else None
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        index = "" if self.index is None else f", index={self.index}"
+        return f"device(type='{self.type}'{index})"
+
+    def __eq__(self, other):
+        return isinstance(other, device) and str(self) == str(other)
+
+    def __hash__(self):
+        return hash(str(self))
+
+
 def is_cupy_array(array) -> bool:
     # Checked by module name so that a CPU-only process never imports CuPy.
     return type(array).__module__.split(".")[0] == "cupy"
@@ -116,6 +146,8 @@ def to_host(array):
 float32 = numpy.dtype("float32")
 float64 = numpy.dtype("float64")
 int64 = numpy.dtype("int64")
+int32 = numpy.dtype("int32")
+bool_ = numpy.dtype(bool)
 
 
 def parse_dtype(dtype):

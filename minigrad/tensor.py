@@ -149,9 +149,22 @@ class Tensor:
         return len(self.array)
 
     def __repr__(self):
-        extra = f", device='{self.device}'" if self.device != "cpu" else ""
-        grad = ", requires_grad=True" if self.requires_grad else ""
-        return f"tensor({backend.to_host(self.array)!r}{extra}{grad})"
+        """PyTorch's layout: ``tensor([1., 2.], requires_grad=True)``, ``grad_fn=<MulBackward>``."""
+        extras = []
+        if self.device != "cpu":
+            extras.append(f"device='{self.device}'")
+        if self.dtype not in (backend.float32, backend.int64, backend.bool_):  # PyTorch's defaults go unsaid
+            extras.append(f"dtype={self.dtype}")
+        if self._fn is not None:
+            extras.append(f"grad_fn=<{self._fn.name()}>")
+        elif self.requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + ", ".join([_format_values(self.array)] + extras) + ")"
+
+    @property
+    def grad_fn(self):
+        """The Function that made this tensor (its ``next_functions`` lead on); None for a leaf."""
+        return self._fn
 
     # ------------------------------------------------------------------ autograd
     def backward(self, grad=None, retain_graph=False):
@@ -232,6 +245,15 @@ class Tensor:
 
     def double(self):
         return self.to(backend.float64)
+
+    def long(self):
+        return self.to(backend.int64)
+
+    def int(self):
+        return self.to(backend.int32)
+
+    def bool(self):
+        return self.to(backend.bool_)
 
     def astype(self, dtype):
         return self.to(dtype=dtype)
@@ -336,6 +358,117 @@ class Tensor:
     def __int__(self):
         return int(self.item())
 
+    def __index__(self):
+        """A one-element integer tensor can index a list (``class_correct[label]``), as in PyTorch."""
+        if self.dtype.kind not in "iu" or self.array.size != 1:
+            raise TypeError(f"__index__: only integer tensors of a single element can be converted to an "
+                            f"index, got dtype {self.dtype} and shape {self.shape}")
+        return int(self.item())
+
+    # ------------------------------------------------------------------ method forms of the operators
+    def add(self, other, *, alpha=1):
+        """``x.add(y, alpha=a)`` is ``x + a * y``, as PyTorch."""
+        return self + (other if alpha == 1 else self._operand(other) * alpha)
+
+    def sub(self, other, *, alpha=1):
+        return self - (other if alpha == 1 else self._operand(other) * alpha)
+
+    def mul(self, other):
+        return self * other
+
+    def div(self, other, *, rounding_mode=None):
+        if rounding_mode is not None:
+            raise NotImplementedError(f"div: rounding_mode={rounding_mode!r} is not supported by minigrad "
+                                      f"(only true division); round the quotient yourself")
+        return self / other
+
+    def pow(self, exponent):
+        return self ** exponent
+
+    def matmul(self, other):
+        return self @ other
+
+    def neg(self):
+        return -self
+
+    def eq(self, other):
+        return self == other
+
+    def ne(self, other):
+        return self != other
+
+    def lt(self, other):
+        return self < other
+
+    def le(self, other):
+        return self <= other
+
+    def gt(self, other):
+        return self > other
+
+    def ge(self, other):
+        return self >= other
+
+    # ------------------------------------------------------------------ in place
+    # PyTorch's in-place forms. On tensors outside any graph (buffers, ``p.data``, parameters
+    # under no_grad) they write into the array itself, so every tensor sharing it sees the
+    # change. On a tensor in a graph the result is computed out of place and this Tensor object
+    # takes it over, with the op recorded: the old array stays intact for the backward of ops
+    # that saved it (PyTorch would instead raise at backward). A leaf that requires grad cannot
+    # be changed in place while gradients are recorded: the error PyTorch raises.
+    def _in_place(self, name, result_of):
+        if autograd.is_grad_enabled() and self.requires_grad and self._fn is None:
+            raise RuntimeError(f"{name}: a leaf Variable that requires grad is being used in an in-place "
+                               f"operation; wrap the update in `with mg.no_grad():` or change `.data`")
+        result = result_of()
+        if result.shape != self.shape:
+            raise RuntimeError(f"{name}: output with shape {self.shape} doesn't match the broadcast shape "
+                               f"{result.shape}")
+        if result.dtype != self.dtype and result.dtype.kind == "f" and self.dtype.kind != "f":
+            raise RuntimeError(f"{name}: result type {result.dtype} can't be cast to the desired output "
+                               f"type {self.dtype}")
+        if result.requires_grad:  # in a graph: take over the result (a cast back is recorded too)
+            result = result.to(self.dtype)
+            self.array, self._fn, self.requires_grad = result.array, result._fn, True
+        else:
+            self.array[...] = result.array
+        return self
+
+    def add_(self, other, *, alpha=1):
+        return self._in_place("add_", lambda: self.add(other, alpha=alpha))
+
+    def sub_(self, other, *, alpha=1):
+        return self._in_place("sub_", lambda: self.sub(other, alpha=alpha))
+
+    def mul_(self, other):
+        return self._in_place("mul_", lambda: self * other)
+
+    def div_(self, other):
+        return self._in_place("div_", lambda: self / other)
+
+    def pow_(self, exponent):
+        return self._in_place("pow_", lambda: self ** exponent)
+
+    def clamp_(self, min=None, max=None):
+        return self._in_place("clamp_", lambda: self.clamp(min, max))
+
+    def copy_(self, source):
+        return self._in_place("copy_", lambda: self._operand(source) + self.new_zeros(self.shape))
+
+    def fill_(self, value):
+        return self._in_place("fill_", lambda: self.new_zeros(self.shape) + value)
+
+    def zero_(self):
+        return self.fill_(0)
+
+    __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
+
+    def new_zeros(self, *shape):
+        """Zeros of this tensor's dtype and device (PyTorch's ``new_zeros``)."""
+        xp = backend.xp_of(self.array)
+        return Tensor._wrap(xp.zeros(shape[0] if len(shape) == 1 and isinstance(shape[0], (tuple, list))
+                                     else shape, dtype=self.dtype))
+
     # ------------------------------------------------------------------ methods
     def exp(self):
         return elementwise.exp(self)
@@ -345,6 +478,12 @@ class Tensor:
 
     def sqrt(self):
         return elementwise.sqrt(self)
+
+    def sin(self):
+        return elementwise.sin(self)
+
+    def cos(self):
+        return elementwise.cos(self)
 
     def tanh(self):
         return elementwise.tanh(self)
@@ -400,6 +539,21 @@ class Tensor:
 
     view = reshape
 
+    def view_as(self, other):
+        return shape.reshape(self, other.shape)
+
+    reshape_as = view_as
+
+    def contiguous(self):
+        """Values never depend on the memory layout in minigrad: the tensor itself."""
+        return self
+
+    def unsqueeze(self, dim):
+        return shape.unsqueeze(self, dim)
+
+    def squeeze(self, dim=None):
+        return shape.squeeze(self, dim)
+
     def flatten(self, start_dim=0, end_dim=-1):
         return shape.flatten(self, start_dim, end_dim)
 
@@ -418,6 +572,19 @@ class Tensor:
 
     def log_softmax(self, dim=-1):
         return softmax_ops.log_softmax(self, dim)
+
+
+def _format_values(array):
+    """Values as PyTorch prints them: whole floats as ``1.``, others with 4 decimals, every element
+    padded to one width, long tensors summarised with ``...`` (PyTorch wraps lines at 80 columns
+    after the ``tensor(`` prefix, hence 87)."""
+    host = backend.to_host(array)
+    options = dict(separator=", ", prefix="tensor(", max_line_width=87, threshold=1000, edgeitems=3)
+    if host.dtype.kind == "f":
+        finite = host[np.isfinite(host)]
+        whole = bool((finite == np.round(finite)).all())
+        options.update(precision=4, floatmode="maxprec" if whole else "fixed")
+    return np.array2string(host, **options)
 
 
 def tensor(data, requires_grad=False, dtype=None, device=None):

@@ -1,4 +1,4 @@
-"""Element-wise ops: arithmetic, exp/log, activations, where and clip.
+"""Element-wise ops: arithmetic, exp/log, sin/cos, activations, where and clip.
 
 Binary ops may broadcast; their backward returns gradients of the broadcast shape and the
 graph walk (``autograd.unbroadcast``) sums them back to each input's shape.
@@ -133,6 +133,26 @@ class Abs(Function):
         return grad * backend.xp_of(a).sign(a)
 
 
+class Sin(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return backend.xp_of(a).sin(a)
+
+    def backward(self, grad):  # d(sin a)/da = cos a
+        (a,) = self.saved
+        return grad * backend.xp_of(a).cos(a)
+
+
+class Cos(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return backend.xp_of(a).cos(a)
+
+    def backward(self, grad):  # d(cos a)/da = -sin a
+        (a,) = self.saved
+        return -grad * backend.xp_of(a).sin(a)
+
+
 class Tanh(Function):
     def forward(self, a):
         out = backend.xp_of(a).tanh(a)
@@ -240,6 +260,12 @@ def promote(a, b, true_division=False):
     return a, b
 
 
+def as_floating(a):
+    """Integer and bool tensors enter exp, log, sin, ... as float32, PyTorch's default float
+    (NumPy would compute them in float64)."""
+    return a if a.dtype.kind == "f" else cast(a, backend.float32)
+
+
 def add(a, b):
     return Add.apply(*promote(a, b))
 
@@ -275,27 +301,35 @@ def pow(a, exponent):
 
 
 def exp(a):
-    return Exp.apply(a)
+    return Exp.apply(as_floating(a))
 
 
 def log(a):
-    return Log.apply(a)
+    return Log.apply(as_floating(a))
 
 
 def sqrt(a):
-    return Sqrt.apply(a)
+    return Sqrt.apply(as_floating(a))
 
 
 def abs(a):
     return Abs.apply(a)
 
 
+def sin(a):
+    return Sin.apply(as_floating(a))
+
+
+def cos(a):
+    return Cos.apply(as_floating(a))
+
+
 def tanh(a):
-    return Tanh.apply(a)
+    return Tanh.apply(as_floating(a))
 
 
 def sigmoid(a):
-    return Sigmoid.apply(a)
+    return Sigmoid.apply(as_floating(a))
 
 
 def relu(a):

@@ -136,6 +136,23 @@ def flatten(a, start_dim=0, end_dim=-1):
     return reshape(a, *a.shape[:start], merged, *a.shape[end + 1:])
 
 
+def unsqueeze(a, dim):
+    """A new axis of size 1 at ``dim`` in [-ndim-1, ndim] (a reshape: no values move)."""
+    dim = normalize_axis(dim, a.ndim + 1, "dim")
+    return reshape(a, *a.shape[:dim], 1, *a.shape[dim:])
+
+
+def squeeze(a, dim=None):
+    """Drop axes of size 1: all of them, or only ``dim`` (an int or tuple; a no-op where the size
+    is not 1, as PyTorch)."""
+    if dim is None:
+        axes = range(a.ndim)
+    else:
+        axes = [normalize_axis(d, a.ndim, "dim") for d in (dim if isinstance(dim, (tuple, list)) else (dim,))]
+    dropped = {axis for axis in axes if a.ndim and a.shape[axis] == 1}
+    return reshape(a, *[size for axis, size in enumerate(a.shape) if axis not in dropped])
+
+
 def getitem(a, index):
     """Basic slicing and integer-array indexing; tensors used as indices are unwrapped."""
     from ..tensor import Tensor
@@ -148,24 +165,35 @@ def getitem(a, index):
     return GetItem.apply(a, index=index)
 
 
-def concatenate(tensors, axis=0):
+def _axis_or_dim(axis, dim):
+    """``dim=`` is PyTorch's spelling of ``axis=``."""
+    if dim is not None:
+        if axis not in (None, 0):
+            raise TypeError("pass either axis= or dim=, not both")
+        return dim
+    return 0 if axis is None else axis
+
+
+def concatenate(tensors, axis=None, *, dim=None):
+    axis = _axis_or_dim(axis, dim)
     tensors = list(tensors)
     if not tensors:
         raise ValueError("concatenate: expected at least one tensor, got none")
-    return Concatenate.apply(*tensors, axis=axis)
+    return Concatenate.apply(*tensors, axis=normalize_axis(axis, tensors[0].ndim, "dim"))
 
 
 cat = concatenate
 
 
-def stack(tensors, axis=0):
+def stack(tensors, axis=None, *, dim=None):
+    axis = _axis_or_dim(axis, dim)
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: expected at least one tensor, got none")
     shapes = {t.shape for t in tensors}
     if len(shapes) != 1:
         raise ValueError(f"stack: expected tensors of one shape, got shapes {sorted(shapes)}")
-    return Stack.apply(*tensors, axis=axis)
+    return Stack.apply(*tensors, axis=normalize_axis(axis, tensors[0].ndim + 1, "dim"))
 
 
 def pad(a, pad_width, value=0.0):
