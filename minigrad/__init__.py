@@ -7,6 +7,7 @@ Where to read what:
 - ``nn/``            Module, layers, losses, initialisation
 - ``backend.py``     NumPy/CuPy, devices, dtypes (the only module importing them)
 """
+from .tensor import Tensor, tensor  # noqa: F401  (first: tensor.py closes the import cycle, see its end)
 from . import backend, cuda  # noqa: F401
 from .autograd import enable_grad, is_grad_enabled, no_grad  # noqa: F401
 from .backend import device, float32, float64, int32, int64  # noqa: F401
@@ -17,7 +18,6 @@ from .ops.shape import (cat, concatenate, flatten, pad, permute, reshape, squeez
                         unsqueeze)
 from .ops.softmax import log_softmax, softmax  # noqa: F401
 from .random import manual_seed  # noqa: F401
-from .tensor import Tensor, tensor  # noqa: F401
 from .creation import (arange, from_numpy, full, full_like, linspace, ones, ones_like, rand, rand_like,  # noqa: F401
                        randint, randn, randn_like, zeros, zeros_like)
 

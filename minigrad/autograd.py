@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 
 from . import backend
+from .tensor import Tensor, check_same_device  # the import cycle is closed at the end of tensor.py
 
 _grad_enabled = True
 
@@ -122,8 +123,6 @@ class Function:
 
     @classmethod
     def apply(cls, *inputs, **params):
-        from .tensor import Tensor, check_same_device
-
         check_same_device(cls.__name__, inputs)
         fn = cls()
         fn.needs_input_grad = tuple(t.requires_grad for t in inputs)
@@ -212,7 +211,6 @@ def initial_gradient(root, grad):
             raise RuntimeError(f"backward: grad can be implicit only for a scalar output, "
                                f"got shape {root.shape}; pass grad= of that shape")
         return backend.xp_of(root.array).ones_like(root.array)
-    from .tensor import Tensor, check_same_device
     grad = grad if isinstance(grad, Tensor) else Tensor(grad, dtype=root.dtype, device=root.device)
     check_same_device("backward", (root, grad))
     if grad.shape != root.shape or grad.dtype != root.dtype:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numbers
 import weakref
 
-from . import autograd, backend
+from . import backend
 from .backend import np
 
 
@@ -225,13 +225,11 @@ class Tensor:
         if dtype is not None:
             dtype = backend.parse_dtype(dtype)
             if dtype != self.dtype:
-                from .ops.elementwise import cast
-                out = cast(out, dtype)
+                out = elementwise.cast(out, dtype)
         if device is not None:
             device = backend.parse_device(device)
             if device != out.device:
-                from .ops.elementwise import move_to_device
-                out = move_to_device(out, device)
+                out = elementwise.move_to_device(out, device)
         return out
 
     def cpu(self):
@@ -596,5 +594,10 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
     return Tensor(data, requires_grad=requires_grad, dtype=dtype, device=device)
 
 
-from .ops import elementwise, linalg, reduce, shape  # noqa: E402  (ops need Tensor defined first)
+# ----------------------------------------------------------------------------- the import seam
+# minigrad's one import cycle, closed here and nowhere else: Tensor's methods call autograd and
+# the ops, which build Tensors. Every other import in the package sits at the top of its module;
+# these run last, once Tensor exists, so autograd and the ops can import it at their top.
+from . import autograd  # noqa: E402
+from .ops import elementwise, linalg, reduce, shape  # noqa: E402
 from .ops import softmax as softmax_ops  # noqa: E402

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import math
 
-from .. import random
+from .. import backend, random
 from ..autograd import no_grad
 
 
 def uniform_(tensor, low, high):
     """Fill ``tensor`` in place with U(low, high), drawn in float64 on the host then cast."""
     values = random.generator().uniform(low, high, size=tensor.shape)
-    from .. import backend
     with no_grad():
         tensor.array[...] = backend.to_device(values.astype(tensor.dtype), tensor.device)
     return tensor

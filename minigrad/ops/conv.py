@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import check_is_tensor
 from .layout import (add_windows_back, batch_first, batch_last, im2col, output_block, output_size,
                      pad_spatial, pair, pixel_blocks, unpad_spatial, windows)
 
@@ -103,7 +104,6 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
 
 
 def check_conv_arguments(x, weight, bias, stride, padding, dilation, groups):
-    from ..tensor import check_is_tensor
     check_is_tensor(x, "input")
     check_is_tensor(weight, "weight")
     if bias is not None:

@@ -9,6 +9,7 @@ import numbers
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import Tensor
 
 
 class Add(Function):
@@ -245,7 +246,6 @@ def promote(a, b, true_division=False):
     one; ``int / int`` gives the default float32. Integer tensors never require grad, so the
     cast needs no graph.
     """
-    from ..tensor import Tensor
 
     def as_dtype(t, dtype):
         return t if t.dtype == dtype else Tensor._wrap(t.array.astype(dtype))
@@ -338,7 +338,6 @@ def relu(a):
 
 def where(condition, a, b):
     """``a`` where ``condition`` holds, else ``b`` (broadcasting all three)."""
-    from ..tensor import Tensor
     if not isinstance(condition, Tensor):
         condition = Tensor(condition)
     if condition.dtype != bool:

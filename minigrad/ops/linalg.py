@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import check_is_tensor
 
 
 class MatMul(Function):
@@ -41,7 +42,6 @@ def check_same_dtype(op_name, first, second, first_name, second_name):
 
 
 def matmul(a, b):
-    from ..tensor import check_is_tensor
     check_is_tensor(a, "input")
     check_is_tensor(b, "other")
     if a.ndim == 0 or b.ndim == 0:

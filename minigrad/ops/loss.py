@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import Tensor, check_is_tensor, check_same_device
 from .softmax import log_softmax_array
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -31,7 +32,6 @@ def cross_entropy_normalizer(target, weight=None, ignore_index=-100):
 
     Targets equal to ``ignore_index`` count 0; with class weights each target counts w[target].
     """
-    from ..tensor import Tensor
     target_array = target.array if isinstance(target, Tensor) else target  # also a bare array
     weight_array = weight.array if isinstance(weight, Tensor) else weight
     sample_weights, _ = counted_target_weights(target_array, weight_array, ignore_index)
@@ -96,7 +96,6 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
 
 
 def check_cross_entropy_arguments(logits, target, weight, ignore_index, reduction, label_smoothing):
-    from ..tensor import check_is_tensor, check_same_device
     check_is_tensor(logits, "input")
     check_is_tensor(target, "target")
     if weight is not None:
@@ -125,7 +124,6 @@ def check_cross_entropy_arguments(logits, target, weight, ignore_index, reductio
 
 def mse_loss(input, target, reduction="mean"):
     """Mean squared error; input and target must have the same shape (no silent broadcast)."""
-    from ..tensor import check_is_tensor
     check_is_tensor(input, "input")
     check_is_tensor(target, "target")
     if input.shape != target.shape:

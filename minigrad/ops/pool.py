@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import check_is_tensor
 from .layout import batch_first, batch_last, kernel_offsets, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
 
 NO_DILATION = (1, 1)
@@ -104,7 +105,6 @@ class AvgPool2d(Function):
 
 
 def _pool_arguments(name, x, kernel_size, stride, padding):
-    from ..tensor import check_is_tensor
     check_is_tensor(x, "input")
     kernel = pair(kernel_size, "kernel_size")
     stride = kernel if stride is None else pair(stride, "stride")

@@ -6,6 +6,7 @@ from collections import namedtuple
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import Tensor
 
 # What ``max(x, dim)`` / ``min(x, dim)`` return, as ``torch.return_types.max``: unpacks as a pair.
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
@@ -169,7 +170,7 @@ def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
         return ValuesIndices(values.reshape(()), indices.reshape(()))
     index = _arg_extreme(name, a, axis, True, None, None, largest)      # the reduced axis kept, size 1
     values = TakeAlongAxis.apply(a, index=index.array, axis=axis, keepdims=keepdims)
-    return ValuesIndices(values, index if keepdims else type(index)._wrap(index.array.squeeze(axis)))
+    return ValuesIndices(values, index if keepdims else Tensor._wrap(index.array.squeeze(axis)))
 
 
 def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
@@ -194,7 +195,6 @@ def argmin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
 
 
 def _arg_extreme(name, a, axis, keepdims, dim, keepdim, largest):
-    from ..tensor import Tensor
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     xp = backend.xp_of(a.array)
     data = a.array

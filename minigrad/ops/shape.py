@@ -5,6 +5,7 @@ import numbers
 
 from .. import backend
 from ..autograd import Function
+from ..tensor import Tensor
 from .reduce import normalize_axis
 
 
@@ -155,7 +156,6 @@ def squeeze(a, dim=None):
 
 def getitem(a, index):
     """Basic slicing and integer-array indexing; tensors used as indices are unwrapped."""
-    from ..tensor import Tensor
     if isinstance(index, Tensor):
         index = index.array
     elif isinstance(index, tuple):
