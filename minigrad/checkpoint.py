@@ -7,18 +7,19 @@ someone else cannot run code. JSON keeps Python ints of any size (the random gen
 128-bit state) and floats exactly (shortest repr round-trips), so a resumed run continues
 bit for bit.
 
-Writing goes to a temporary file in the same directory, then ``os.replace``: a crash mid-save
-leaves the previous checkpoint intact, never a half-written one.
+Writing goes through ``files.atomic_write`` (a temporary file in the same directory, synced,
+then ``os.replace``): a crash mid-save leaves the previous checkpoint intact, never a
+half-written one.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 from . import backend, nn
 from .backend import np
+from .files import atomic_write
 from .tensor import Tensor
 
 FORMAT = "minigrad-checkpoint"
@@ -32,20 +33,8 @@ def save(path, state):
     arrays = {}
     meta = {"format": FORMAT, "version": VERSION, "state": _encode(state, arrays)}
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **{META_KEY: meta_bytes}, **arrays)
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them visible
-        make_readable(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    with atomic_write(path) as file:
+        np.savez(file, **{META_KEY: meta_bytes}, **arrays)
     return path
 
 
@@ -133,9 +122,3 @@ def load_model_state(model, model_state, source="checkpoint"):
                          f"was it saved from a different model?") from None
     return model
 
-
-def make_readable(path):
-    """mkstemp creates files readable by their owner only; give them the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)

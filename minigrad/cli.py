@@ -2,7 +2,8 @@
 a loss plot and checkpoints that resume bit for bit.
 
 Read ``train_command`` top to bottom: options -> data -> model and optimizer -> (resume) ->
-one loop over epochs, each ending with an evaluation and an atomic checkpoint.
+one loop over epochs, each ending with an evaluation and an atomic checkpoint. This module is
+the argument handling and the loop; what the run prints and writes is in ``report.py``.
 
 What makes resuming exact: the checkpoint holds the parameters, the optimizer's state, the
 DataLoader's epoch and seed (the shuffling order of epoch e depends only on (seed, e)), and
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -23,10 +23,9 @@ from . import backend, checkpoint, nn, optim, random, train
 from .data import DataLoader, TensorDataset
 from .data.datasets import DATASET_NAMES, load_dataset
 from .models import MODEL_NAMES, build_model
+from .report import (CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, epoch_record, print_epoch, print_report,
+                     progress_bar, step_reporter, write_outputs)
 
-CHECKPOINT_FILE = "checkpoint.npz"
-METRICS_FILE = "metrics.json"
-PLOT_FILE = "loss.png"
 EVAL_BATCH_SIZE = 500
 # Options a resumed run may change: where and how it runs, and how long; never what it trains.
 RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "download", "resume")
@@ -169,99 +168,6 @@ def load_data(config, download):
     return split, train_arrays, test_arrays
 
 
-def progress_bar(total, description, enabled):
-    """A tqdm bar on stderr when wanted and available; otherwise None."""
-    if not enabled or not sys.stderr.isatty():
-        return None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    return tqdm(total=total, desc=description, unit="batch", leave=True, dynamic_ncols=True)
-
-
-def step_reporter(bar, step_losses):
-    """``on_step`` for train_one_epoch: remembers each step's loss and moves the bar."""
-    started = time.perf_counter()
-    images = 0
-
-    def on_step(step, loss, batch_size):
-        nonlocal images
-        step_losses.append(loss)
-        images += batch_size
-        if bar is not None:
-            rate = images / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix_str(f"loss={loss:.4f} {rate:,.0f} img/s", refresh=False)
-            bar.update(1)
-    return on_step
-
-
-# ----------------------------------------------------------------------------- outputs
-def finite_or_none(value):
-    """JSON has no NaN: a class with no test samples is recorded as null."""
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
-
-
-def epoch_record(epoch, train_stats, test_stats, step_losses, seconds):
-    return {"epoch": epoch, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
-            "test_loss": test_stats["loss"], "test_accuracy": test_stats["accuracy"],
-            "per_class_accuracy": [finite_or_none(value) for value in test_stats["per_class_accuracy"] or []],
-            "images_per_second": train_stats["images_per_second"], "seconds": seconds,
-            "step_losses": step_losses}
-
-
-def write_outputs(out_dir, config, class_names, history, state):
-    os.makedirs(out_dir, exist_ok=True)
-    checkpoint.save(os.path.join(out_dir, CHECKPOINT_FILE), state)
-    metrics = {"config": config, "class_names": list(class_names), "epochs": history}
-    write_json_atomically(os.path.join(out_dir, METRICS_FILE), metrics)
-    plot_losses(os.path.join(out_dir, PLOT_FILE), history, config)
-
-
-def write_json_atomically(path, value):
-    temporary = path + ".tmp"
-    with open(temporary, "w") as file:
-        json.dump(value, file, indent=1, allow_nan=False)
-    os.replace(temporary, path)
-
-
-def plot_losses(path, history, config):
-    """Per-step training loss, per-epoch test loss, and test accuracy; headless (Agg)."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
-    figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
-    for record in history:
-        steps = len(record["step_losses"])
-        x = [record["epoch"] - 1 + (i + 1) / steps for i in range(steps)]
-        loss_axes.plot(x, record["step_losses"], color="tab:blue", alpha=0.3, linewidth=0.8)
-    epochs = [record["epoch"] for record in history]
-    loss_axes.plot(epochs, [r["train_loss"] for r in history], "o-", color="tab:blue", label="train (epoch mean)")
-    loss_axes.plot(epochs, [r["test_loss"] for r in history], "s-", color="tab:orange", label="test")
-    loss_axes.set(xlabel="epoch", ylabel="cross-entropy loss", yscale="log",
-                  title=f"{config['model']} on {config['dataset']}")
-    loss_axes.legend()
-    accuracy_axes.plot(epochs, [100 * (r["test_accuracy"] or 0) for r in history], "s-", color="tab:green")
-    accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-
-
-def print_report(record, class_names, test_count):
-    """Test accuracy overall and per class, as a table."""
-    print(f"\ntest accuracy: {100 * record['test_accuracy']:.2f}% on {test_count} images "
-          f"(test loss {record['test_loss']:.4f})")
-    width = max(len(name) for name in ("class", *class_names))
-    print(f"{'class':<{width}}  accuracy")
-    for name, accuracy in zip(class_names, record["per_class_accuracy"]):
-        shown = "   n/a" if accuracy is None else f"{100 * accuracy:6.2f}%"
-        print(f"{name:<{width}}  {shown}")
-
-
 # ----------------------------------------------------------------------------- the command
 @dataclasses.dataclass
 class Run:
@@ -357,9 +263,7 @@ def train_command(parser, argv):
             print(f"minigrad train: error: {error}", file=sys.stderr)
             return 1
         run.history.append(record)
-        print(f"epoch {epoch + 1}/{config['epochs']}: train loss {record['train_loss']:.4f}, test loss "
-              f"{record['test_loss']:.4f}, test accuracy {100 * record['test_accuracy']:.2f}%, "
-              f"{record['images_per_second']:,.0f} img/s, {record['seconds']:.1f} s")
+        print_epoch(record, config["epochs"])
         if out_dir:
             write_outputs(out_dir, config, run.split.class_names, run.history, run.snapshot())
     if run.history:

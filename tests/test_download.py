@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from minigrad.data import datasets
+from minigrad.data import datasets, downloads
 from test_datasets import check_cifar_split, make_cifar_batches, write_cifar_tarball, write_mnist_files
 
 
@@ -79,7 +79,7 @@ def test_md5_checksums_are_accepted(served, tmp_path):
     directory, url = served
     (directory / "file.bin").write_bytes(b"minigrad" * 100)
     md5 = hashlib.md5(b"minigrad" * 100).hexdigest()
-    datasets.download(url + "file.bin", str(tmp_path / "file.bin"), md5)
+    downloads.download(url + "file.bin", str(tmp_path / "file.bin"), md5)
     assert (tmp_path / "file.bin").read_bytes() == b"minigrad" * 100
 
 
@@ -89,17 +89,17 @@ def test_checksum_mismatch_leaves_no_file(served, tmp_path):
     wrong = "0" * 64
     actual = hashlib.sha256(b"tampered").hexdigest()
     target = tmp_path / "data"
-    with pytest.raises(datasets.DownloadError, match=rf"{url}file\.bin: checksum mismatch: expected sha256 "
+    with pytest.raises(downloads.DownloadError, match=rf"{url}file\.bin: checksum mismatch: expected sha256 "
                                                      rf"{wrong}, got {actual}"):
-        datasets.download(url + "file.bin", str(target / "file.bin"), wrong)
+        downloads.download(url + "file.bin", str(target / "file.bin"), wrong)
     assert os.listdir(target) == []
 
 
 def test_http_404_leaves_no_file(served, tmp_path):
     _, url = served
     target = tmp_path / "data"
-    with pytest.raises(datasets.DownloadError, match=rf"{url}missing\.gz: download failed: HTTP 404"):
-        datasets.download(url + "missing.gz", str(target / "missing.gz"), "0" * 32)
+    with pytest.raises(downloads.DownloadError, match=rf"{url}missing\.gz: download failed: HTTP 404"):
+        downloads.download(url + "missing.gz", str(target / "missing.gz"), "0" * 32)
     assert os.listdir(target) == []
 
 
@@ -107,14 +107,14 @@ def test_transfer_cut_short_leaves_no_file(served, tmp_path):
     directory, url = served
     (directory / "big.bin").write_bytes(bytes(range(256)) * 64)
     target = tmp_path / "data"
-    with pytest.raises(datasets.DownloadError, match=r"cut/big\.bin: download"):
-        datasets.download(url + "cut/big.bin", str(target / "big.bin"), sha256_of(directory / "big.bin"))
+    with pytest.raises(downloads.DownloadError, match=r"cut/big\.bin: download"):
+        downloads.download(url + "cut/big.bin", str(target / "big.bin"), sha256_of(directory / "big.bin"))
     assert os.listdir(target) == []
 
 
 def test_unreachable_server_is_a_download_error(tmp_path):
-    with pytest.raises(datasets.DownloadError, match=r"http://127\.0\.0\.1:9/x: download failed"):
-        datasets.download("http://127.0.0.1:9/x", str(tmp_path / "x"), "0" * 32, timeout=5)
+    with pytest.raises(downloads.DownloadError, match=r"http://127\.0\.0\.1:9/x: download failed"):
+        downloads.download("http://127.0.0.1:9/x", str(tmp_path / "x"), "0" * 32, timeout=5)
     assert os.listdir(tmp_path) == []
 
 
@@ -140,7 +140,7 @@ def test_cifar10_download_verifies_and_reads_the_tarball(served, tmp_path):
 def test_cifar10_download_with_wrong_checksum_leaves_nothing(served, tmp_path):
     directory, url = served
     write_cifar_tarball(directory / "cifar-10-python.tar.gz", make_cifar_batches())
-    with pytest.raises(datasets.DownloadError, match="checksum mismatch: expected md5 " + "1" * 32):
+    with pytest.raises(downloads.DownloadError, match="checksum mismatch: expected md5 " + "1" * 32):
         datasets.load_cifar10(tmp_path / "data", download=True, base_url=url,
                               checksums={"cifar-10-python.tar.gz": "1" * 32})
     assert os.listdir(tmp_path / "data") == []
@@ -149,13 +149,13 @@ def test_cifar10_download_with_wrong_checksum_leaves_nothing(served, tmp_path):
 def test_malformed_checksum_is_rejected_before_any_request(tmp_path):
     with pytest.raises(ValueError, match=r"checksum: expected a 32-digit md5 or 64-digit sha256 hex string, "
                                          r"got 'abc'"):
-        datasets.download("http://127.0.0.1:9/x", str(tmp_path / "x"), "abc")
+        downloads.download("http://127.0.0.1:9/x", str(tmp_path / "x"), "abc")
 
 
 def test_official_checksums_are_well_formed():
-    for _, checksums in list(datasets.MNIST_SOURCES.values()) + [datasets.CIFAR10_SOURCE]:
+    for _, checksums in list(downloads.MNIST_SOURCES.values()) + [downloads.CIFAR10_SOURCE]:
         for digest in checksums.values():
-            assert datasets.checksum_algorithm(digest) == "md5"
+            assert downloads.checksum_algorithm(digest) == "md5"
             int(digest, 16)
 
 

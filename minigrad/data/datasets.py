@@ -8,26 +8,21 @@ labels int64 in [0, num_classes), a fixed train/test split and the class names.
   ``apt-get install dataset-fashion-mnist`` puts Fashion-MNIST in /usr/share/datasets).
 - ``load_cifar10(root)``: the python batches, from their directory or straight from the tarball.
 
-With ``download=True`` missing files are fetched from the official addresses: into a temporary
-file beside the target, checked against the published checksum, then renamed into place, so an
-interrupted or corrupt download never leaves a file that looks complete. A file that is on disk
-but broken (wrong magic number, truncated, wrong size) raises ``ValueError`` naming the file.
+With ``download=True`` missing files are fetched, verified and put in place by
+``data/downloads.py``; this module only reads them. A file that is on disk but broken (wrong
+magic number, truncated, wrong size) raises ``ValueError`` naming the file.
 """
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import hashlib
-import http.client
 import io
 import os
 import pickle
 import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 
 from ..backend import np
+from .downloads import MNIST_SOURCES, default_data_dir, download_named
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
@@ -38,28 +33,8 @@ MNIST_FILES = {  # split -> (images file, labels file), without the .gz suffix
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-# The official addresses and the md5 of each gzipped file as published (torchvision uses the same).
-MNIST_SOURCES = {
-    "fashion": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
-        "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-        "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-        "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-        "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310"}),
-    "mnist": ("https://ossci-datasets.s3.amazonaws.com/mnist/", {
-        "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-        "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-        "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-        "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c"}),
-}
-CIFAR10_SOURCE = ("https://www.cs.toronto.edu/~kriz/", {
-    "cifar-10-python.tar.gz": "c58f30108f718f92721af3b95e74349a"})
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_TRAIN_BATCHES = tuple(f"data_batch_{index}" for index in range(1, 6))
-
-# Tests (and mirrors) point downloads elsewhere with these, or with the base_url argument.
-BASE_URL_ENV = {"fashion": "MINIGRAD_FASHION_MNIST_URL", "mnist": "MINIGRAD_MNIST_URL",
-                "cifar10": "MINIGRAD_CIFAR10_URL"}
-SYSTEM_DATA_DIRS = {"fashion": "/usr/share/datasets/fashion-mnist", "mnist": "/usr/share/datasets/mnist"}
 
 
 @dataclasses.dataclass
@@ -99,10 +74,6 @@ class DatasetSplit:
         def scale(images):
             return ((images - mean) / std).astype(images.dtype)
         return dataclasses.replace(self, train_images=scale(self.train_images), test_images=scale(self.test_images))
-
-
-class DownloadError(OSError):
-    """A download failed or did not match its checksum; nothing was left on disk."""
 
 
 # ----------------------------------------------------------------------------- digits
@@ -161,7 +132,7 @@ def load_mnist(root=None, kind="fashion", download=False, base_url=None, checksu
     """MNIST (``kind="mnist"``) or Fashion-MNIST (``kind="fashion"``) from the IDX files in ``root``.
 
     Each file may be plain or gzipped. ``download=True`` fetches missing files (gzipped) from
-    ``base_url`` (default: the official address, or the environment variable in BASE_URL_ENV),
+    ``base_url`` (default: the official address, or the environment variable in downloads.BASE_URL_ENV),
     verified against ``checksums`` ({file name: md5 or sha256 hex}, default: the published md5).
     """
     if kind not in MNIST_SOURCES:
@@ -193,7 +164,7 @@ def _find_or_download(root, name, kind, download, base_url, checksums):
         raise FileNotFoundError(f"{kind} data: neither {name} nor {name}.gz is in {root!r}; pass "
                                 f"download=True (--download) or point root (--data-dir) at the IDX files"
                                 + (" (Debian: apt-get install dataset-fashion-mnist)" if kind == "fashion" else ""))
-    return _download_named(root, name + ".gz", kind, base_url, checksums)
+    return download_named(root, name + ".gz", kind, base_url, checksums)
 
 
 def _check_label_range(labels, num_classes, path):
@@ -230,7 +201,7 @@ def _cifar10_reader(root, download, base_url, checksums):
             raise FileNotFoundError(f"cifar10 data: no {CIFAR10_FOLDER}/ directory and no "
                                     f"cifar-10-python.tar.gz in {root!r}; pass download=True (--download) "
                                     f"or point root (--data-dir) at them")
-        tarball = _download_named(root, "cifar-10-python.tar.gz", "cifar10", base_url, checksums)
+        tarball = download_named(root, "cifar-10-python.tar.gz", "cifar10", base_url, checksums)
     members = _read_tarball(tarball)
     return lambda name: _tar_member(members, tarball, name)
 
@@ -273,82 +244,6 @@ def _read_cifar_batch(read_member, name):
     return (data.reshape(-1, 3, 32, 32).astype(np.float32) / 255.0), labels
 
 
-# ----------------------------------------------------------------------------- downloads
-def default_data_dir(kind):
-    """Where a data set is looked for when no directory is given: the Debian location when it
-    exists, otherwise ~/.cache/minigrad/<kind> (where downloads go)."""
-    system = SYSTEM_DATA_DIRS.get(kind)
-    if system and os.path.isdir(system):
-        return system
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(cache, "minigrad", kind)
-
-
-def _download_named(root, file_name, kind, base_url, checksums):
-    """Download ``file_name`` into ``root`` from, in order of precedence: ``base_url``, the
-    environment variable BASE_URL_ENV[kind], the official address."""
-    official_url, official_checksums = CIFAR10_SOURCE if kind == "cifar10" else MNIST_SOURCES[kind]
-    base_url = base_url or os.environ.get(BASE_URL_ENV[kind]) or official_url
-    checksums = checksums or official_checksums
-    if file_name not in checksums:
-        raise ValueError(f"checksums: expected an entry for {file_name!r}, got keys {sorted(checksums)}")
-    url = base_url.rstrip("/") + "/" + file_name
-    destination = os.path.join(root, file_name)
-    download(url, destination, checksums[file_name])
-    return destination
-
-
-def checksum_algorithm(expected_hex):
-    """md5 for a 32-digit hex digest, sha256 for a 64-digit one."""
-    algorithms = {32: "md5", 64: "sha256"}
-    if not isinstance(expected_hex, str) or len(expected_hex) not in algorithms:
-        raise ValueError(f"checksum: expected a 32-digit md5 or 64-digit sha256 hex string, got {expected_hex!r}")
-    return algorithms[len(expected_hex)]
-
-
-def download(url, destination, expected_checksum, timeout=60, chunk_size=1 << 20):
-    """Fetch ``url`` to ``destination`` atomically: a temporary file in the same directory,
-    hashed while it is written, renamed into place only when the checksum matches.
-    On any failure the temporary file is removed and ``DownloadError`` says why."""
-    algorithm = checksum_algorithm(expected_checksum)
-    directory = os.path.dirname(os.path.abspath(destination))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(destination) + ".",
-                                         suffix=".part")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            actual = _stream_to(url, file, hashlib.new(algorithm), timeout, chunk_size)
-        if actual != expected_checksum.lower():
-            raise DownloadError(f"{url}: checksum mismatch: expected {algorithm} {expected_checksum}, got "
-                                f"{actual}; the download was discarded")
-        make_readable(temporary)
-        os.replace(temporary, destination)  # atomic on one file system: readers see all or nothing
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
-    return destination
-
-
-def _stream_to(url, file, digest, timeout, chunk_size):
-    """Copy the response body into ``file``, updating ``digest``; returns its hex digest."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            announced = response.headers.get("Content-Length")
-            received = 0
-            while chunk := response.read(chunk_size):
-                file.write(chunk)
-                digest.update(chunk)
-                received += len(chunk)
-    except urllib.error.HTTPError as error:
-        raise DownloadError(f"{url}: download failed: HTTP {error.code} {error.reason}") from error
-    except (urllib.error.URLError, http.client.HTTPException, OSError) as error:  # refused, reset, cut short
-        raise DownloadError(f"{url}: download failed: {getattr(error, 'reason', error)}") from error
-    if announced is not None and received != int(announced):
-        raise DownloadError(f"{url}: download truncated: expected {announced} bytes, got {received}")
-    return digest.hexdigest()
-
-
 # ----------------------------------------------------------------------------- by name
 DATASET_NAMES = ("digits", "fashion-mnist", "mnist", "cifar10")
 
@@ -362,10 +257,3 @@ def load_dataset(name, data_dir=None, download=False):
     if name == "cifar10":
         return load_cifar10(data_dir, download=download)
     raise ValueError(f"dataset: expected one of {DATASET_NAMES}, got {name!r}")
-
-
-def make_readable(path):
-    """mkstemp creates files readable by their owner only; give them the usual umask permissions."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)

@@ -1,0 +1,45 @@
+"""Writing a file so that no reader ever sees half of it: ``atomic_write``.
+
+Checkpoints, downloaded data and the command line's metrics all go through it. The bytes go to
+a temporary file in the target's directory, are flushed to disk, and only then is the file
+renamed over the target (``os.replace``, atomic on one file system): a crash or an error
+midway leaves the previous file intact and no temporary file behind.
+
+Read next: nothing; this is a leaf (used by ``checkpoint.py``, ``data/downloads.py`` and
+``report.py``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_write(path, mode="wb", suffix=".tmp"):
+    """``with atomic_write(path) as file:`` write to ``file``; ``path`` changes only on success.
+
+    On a clean exit the temporary file is synced to disk, given the usual permissions and
+    renamed over ``path``; on any exception it is removed and the exception propagates.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=suffix)
+    try:
+        with os.fdopen(handle, mode) as file:
+            yield file
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the rename makes them visible
+        make_readable(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+        raise
+
+
+def make_readable(path):
+    """mkstemp creates files readable by their owner only; give them the usual umask permissions."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
