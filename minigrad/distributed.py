@@ -40,6 +40,7 @@ import traceback
 
 from . import backend
 from .backend import np
+from .tensor import Tensor
 
 # Environment variables that MPI launchers set in every process they start (MPICH/Intel MPI's
 # Hydra, Open MPI, PMIx-based launchers such as srun --mpi=pmix).
@@ -236,7 +237,6 @@ def pack_gradients(parameters, extras):
 
 def unpack_gradients(parameters, summed, num_extras):
     """Put the summed gradients back into ``.grad`` (views into ``summed``); return the extras."""
-    from .tensor import Tensor
     flags_at = sum(p.array.size for p in parameters)
     tail = backend.to_host(summed[flags_at:])  # (flags, extras): one small copy, not one per parameter
     offset = 0
