@@ -10,6 +10,9 @@ Shared mechanics live here, once:
   bookkeeping reduces it back to each input's shape (``unbroadcast``), so ops never do.
 - a tensor used several times: gradients from each use are summed before they flow on.
 - memory: after a node's backward ran, its saved arrays and links to inputs are dropped.
+- in-place writes: each tensor has a version counter that every in-place write bumps; ``apply``
+  notes the version of each tensor whose memory an op saved, and backward refuses to run the
+  op if it changed since (PyTorch's check), instead of returning a wrong gradient.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ def zero_gradients(parameters, set_to_none):
             parameter.grad = None
         elif parameter.grad is not None:
             parameter.grad.array[...] = 0
+            parameter.grad._bump_version()
 
 
 def unbroadcast(grad, shape):
@@ -95,6 +99,7 @@ class Function:
         self.needs_input_grad = ()
         self.retained_output = None  # weak reference to the output when it called retain_grad()
         self.released = False        # True once backward ran and the saved arrays were freed
+        self.saved_versions = ()     # (counter, its value when saved, what it is): see check_saved_versions
 
     def save_for_backward(self, *arrays):
         self.saved = arrays
@@ -129,9 +134,11 @@ class Function:
         out_data = fn.forward(*(t.array for t in inputs), **params)
         requires_grad = _grad_enabled and any(fn.needs_input_grad)
         out = Tensor._wrap(out_data, requires_grad=requires_grad)
+        share_version_with_viewed_input(out, inputs)
         if requires_grad:
             fn.parents = tuple(gradient_destination(t) for t in inputs)
             fn.input_shapes = tuple(t.shape for t in inputs)
+            fn.saved_versions = saved_versions(fn.saved, inputs, out)
             out._fn = fn
         else:
             fn.saved = ()  # nothing will call backward: let the arrays go now
@@ -151,6 +158,51 @@ class AccumulateGrad:
 
     def __repr__(self):
         return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+def memory_owner(array):
+    """The array that owns ``array``'s memory (itself unless it is a view; NumPy and CuPy alike)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def share_version_with_viewed_input(out, inputs):
+    """An output that is a view of an input (reshape, transpose, slicing) shares its memory,
+    so it shares its version counter too: a write through either is a write to both."""
+    owner = memory_owner(out.array)
+    for tensor in inputs:
+        if memory_owner(tensor.array) is owner:
+            out._version_counter = tensor._version_counter
+            return
+
+
+def saved_versions(saved, inputs, output):
+    """(version counter, its value now, the tensor's role, shape, dtype) for every input or
+    output whose memory (the array itself or a view of it) the op saved for backward."""
+    if not saved:
+        return ()
+    candidates = [(f"input {position}", tensor) for position, tensor in enumerate(inputs)]
+    candidates.append(("output", output))
+    owners = [memory_owner(tensor.array) for _, tensor in candidates]
+    records = []
+    for array in saved:
+        owner = memory_owner(array)
+        records.extend((tensor._version_counter, tensor._version_counter.value, role, tensor.shape, tensor.dtype)
+                       for (role, tensor), candidate_owner in zip(candidates, owners) if candidate_owner is owner)
+    return tuple(records)
+
+
+def check_saved_versions(node):
+    """Raise if a value ``node`` saved for backward was written in place after it was saved."""
+    for counter, saved_version, role, shape, dtype in node.saved_versions:
+        if counter.value != saved_version:
+            raise RuntimeError(
+                f"backward: one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: the {role} of {type(node).__name__} (shape {shape}, {dtype}) is at "
+                f"version {counter.value}; expected version {saved_version}. An optimizer step or an "
+                f"in-place op ran between forward and backward: call backward before step(), or compute "
+                f"the forward again")
 
 
 def gradient_destination(tensor):
@@ -224,6 +276,7 @@ def send_to_parents(node, grad, pending, retain_graph):
     if node.released:
         raise RuntimeError("backward: this graph was already walked and its saved arrays freed; "
                            "pass retain_graph=True to the first backward to walk it twice")
+    check_saved_versions(node)
     output = node.retained_output() if node.retained_output is not None else None
     if output is not None:
         output._accumulate_grad(grad)
@@ -238,5 +291,5 @@ def send_to_parents(node, grad, pending, retain_graph):
         # Out of place on purpose: one array may be handed to several inputs (add, stack).
         pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
     if not retain_graph:
-        node.saved, node.parents = (), ()  # free the saved activations as soon as they are used
+        node.saved, node.parents, node.saved_versions = (), (), ()  # free the saved activations now
         node.released = True

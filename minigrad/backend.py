@@ -150,12 +150,24 @@ int32 = numpy.dtype("int32")
 bool_ = numpy.dtype(bool)
 
 
+TENSOR_DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floating point
+
+
+def check_tensor_dtype(dtype, argument):
+    """Only numbers make tensors: NumPy would happily hold strings or objects, and then
+    ``tensor(['1', '2']) + 1`` concatenates text instead of failing."""
+    if dtype.kind not in TENSOR_DTYPE_KINDS:
+        raise TypeError(f"{argument}: expected bool, integer or floating-point data, got dtype {dtype}")
+
+
 def parse_dtype(dtype):
-    """``"float32"``, ``np.float32`` or ``mg.float32`` -> a NumPy dtype object."""
+    """``"float32"``, ``np.float32`` or ``mg.float32`` -> a NumPy dtype object (numeric only)."""
     try:
-        return numpy.dtype(dtype)
+        parsed = numpy.dtype(dtype)
     except TypeError as error:
         raise TypeError(f"dtype: expected a NumPy dtype name such as 'float32', got {dtype!r}") from error
+    check_tensor_dtype(parsed, "dtype")
+    return parsed
 
 
 def is_dtype_like(value) -> bool:

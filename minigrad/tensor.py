@@ -24,6 +24,7 @@ def _default_dtype_for(value):
 def _host_array(data, dtype):
     """Turn Python data (scalars, nested lists) into a NumPy array with PyTorch's dtypes."""
     array = np.asarray(data)
+    backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
     if dtype is not None:
         return array.astype(dtype, copy=False)
     if array.dtype == np.float64 and not isinstance(data, np.ndarray) and not isinstance(data, np.generic):
@@ -51,6 +52,16 @@ def check_same_device(op_name, tensors):
                                f"move one with .to({first!r}) or .to({other.device!r})")
 
 
+class VersionCounter:
+    """How many in-place writes a tensor's memory has seen; shared by tensors that share memory
+    (``detach()``, views made by ops), as PyTorch's version counter is."""
+
+    __slots__ = ("value",)
+
+    def __init__(self):
+        self.value = 0
+
+
 class Tensor:
     """A multi-dimensional array that can remember how it was computed.
 
@@ -60,7 +71,7 @@ class Tensor:
     """
 
     __array_priority__ = 1000  # make `ndarray + Tensor` call Tensor.__radd__
-    __slots__ = ("array", "requires_grad", "grad", "_fn", "__weakref__")
+    __slots__ = ("array", "requires_grad", "_grad", "_fn", "_version_counter", "__weakref__")
 
     def __init__(self, data, requires_grad=False, dtype=None, device=None):
         if isinstance(data, Tensor):
@@ -79,8 +90,9 @@ class Tensor:
             raise TypeError(f"requires_grad: only floating-point tensors can require grad, got dtype {array.dtype}")
         self.array = array
         self.requires_grad = bool(requires_grad)
-        self.grad = None
+        self._grad = None
         self._fn = None
+        self._version_counter = VersionCounter()
 
     @classmethod
     def _wrap(cls, array, requires_grad=False):
@@ -88,8 +100,9 @@ class Tensor:
         tensor = cls.__new__(cls)
         tensor.array = array
         tensor.requires_grad = requires_grad
-        tensor.grad = None
+        tensor._grad = None
         tensor._fn = None
+        tensor._version_counter = VersionCounter()
         return tensor
 
     # ------------------------------------------------------------------ description
@@ -167,6 +180,35 @@ class Tensor:
         return self._fn
 
     # ------------------------------------------------------------------ autograd
+    @property
+    def grad(self):
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        """Refuse a gradient that ``step()`` would broadcast or cast silently (as PyTorch does)."""
+        if value is not None:
+            if not isinstance(value, Tensor):
+                raise TypeError(f"grad: expected a Tensor or None, got {type(value).__name__}")
+            if value.shape != self.shape:
+                raise RuntimeError(f"grad: cannot assign a gradient of shape {value.shape} to a tensor "
+                                   f"of shape {self.shape}")
+            if value.dtype != self.dtype:
+                raise RuntimeError(f"grad: cannot assign a gradient with dtype {value.dtype} to a tensor "
+                                   f"with dtype {self.dtype}")
+            if value.device != self.device:
+                raise RuntimeError(f"grad: cannot assign a gradient on {value.device} to a tensor on {self.device}")
+        self._grad = value
+
+    @property
+    def _version(self):
+        """How many times this tensor's memory was written in place (PyTorch's ``_version``)."""
+        return self._version_counter.value
+
+    def _bump_version(self):
+        """Call after every in-place write: backward then refuses values saved before it."""
+        self._version_counter.value += 1
+
     def backward(self, grad=None, retain_graph=False):
         autograd.backward(self, grad, retain_graph=retain_graph)
 
@@ -177,9 +219,10 @@ class Tensor:
         if self.grad is None:
             # Copy: the same array may also be another tensor's gradient; in-place += later
             # must not change both.
-            self.grad = Tensor._wrap(grad.copy(order="K"))  # "K": keep the layout, no transposing copy
+            self._grad = Tensor._wrap(grad.copy(order="K"))  # "K": keep the layout, no transposing copy
         else:
-            self.grad.array += grad
+            self._grad.array += grad
+            self._grad._bump_version()
 
     def retain_grad(self):
         """Keep ``.grad`` for this non-leaf tensor too (leaves always keep theirs)."""
@@ -188,8 +231,11 @@ class Tensor:
         return self
 
     def detach(self):
-        """The same array with no history: gradients stop here."""
-        return Tensor._wrap(self.array)
+        """The same array with no history: gradients stop here. It shares the version counter
+        (as in PyTorch), so an in-place write through it is still seen by backward."""
+        detached = Tensor._wrap(self.array)
+        detached._version_counter = self._version_counter
+        return detached
 
     def requires_grad_(self, requires_grad=True):
         if requires_grad and self.dtype.kind != "f":
@@ -428,8 +474,10 @@ class Tensor:
         if result.requires_grad:  # in a graph: take over the result (a cast back is recorded too)
             result = result.to(self.dtype)
             self.array, self._fn, self.requires_grad = result.array, result._fn, True
+            self._version_counter = result._version_counter  # new memory: the old array's savers are safe
         else:
             self.array[...] = result.array
+            self._bump_version()  # a graph that saved this memory must not use the new values
         return self
 
     def add_(self, other, *, alpha=1):

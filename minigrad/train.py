@@ -166,6 +166,7 @@ def add_back_gradients(parameters, earlier):
     for parameter, grad in zip(parameters, earlier):
         if grad is not None and parameter.grad is not None:
             grad.array += parameter.grad.array  # in place: code holding the old .grad sees the sum
+            grad._bump_version()
         parameter.grad = grad if grad is not None else parameter.grad
 
 

@@ -93,7 +93,7 @@ def test_linear_layer_rejects_the_wrong_number_of_features():
 
 @pytest.mark.parametrize("features", [0, -3, 2.5])
 def test_linear_layer_rejects_a_non_positive_size(features):
-    with pytest.raises(ValueError, match=rf"in_features must be a positive int, got {features}"):
+    with pytest.raises(ValueError, match=rf"in_features: expected a positive int, got {features}"):
         nn.Linear(features, 2)
 
 

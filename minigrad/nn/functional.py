@@ -1,9 +1,10 @@
 """``minigrad.nn.functional``: the stateless ops that layers call, under PyTorch's names."""
 from __future__ import annotations
 
-from ..ops.conv import conv2d, pair  # noqa: F401
+from ..ops.conv import conv2d  # noqa: F401
 from ..ops.dropout import dropout  # noqa: F401
 from ..ops.elementwise import relu, sigmoid, tanh  # noqa: F401
+from ..ops.layout import is_integer, pair  # noqa: F401
 from ..ops.loss import REDUCTIONS, cross_entropy, cross_entropy_normalizer, mse_loss  # noqa: F401
 from ..ops.linalg import check_same_dtype
 from ..ops.pool import avg_pool2d, max_pool2d  # noqa: F401

@@ -17,6 +17,7 @@ def uniform_(tensor, low, high):
     values = random.generator().uniform(low, high, size=tensor.shape)
     with no_grad():
         tensor.array[...] = backend.to_device(values.astype(tensor.dtype), tensor.device)
+    tensor._bump_version()
     return tensor
 
 

@@ -20,9 +20,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, dtype=None, device=None):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"Linear: {name} must be a positive int, got {value!r}")
+        in_features = positive_int("Linear", "in_features", in_features)
+        out_features = positive_int("Linear", "out_features", out_features)
         self.in_features, self.out_features = in_features, out_features
         self.weight = init.kaiming_uniform_(_empty_parameter((out_features, in_features), dtype, device))
         self.bias = init.bias_uniform_(_empty_parameter((out_features,), dtype, device), self.weight.shape) \
@@ -33,6 +32,13 @@ class Linear(Module):
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def positive_int(layer, argument, value):
+    """A size argument as a Python int; NumPy integers are accepted, as PyTorch accepts them."""
+    if not F.is_integer(value) or value <= 0:
+        raise ValueError(f"{layer}: {argument}: expected a positive int, got {value!r}")
+    return int(value)
 
 
 PADDING_STRINGS = ("same", "valid")
@@ -46,8 +52,12 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, padding_mode="zeros", dtype=None, device=None):
         super().__init__()
+        in_channels = positive_int("Conv2d", "in_channels", in_channels)
+        out_channels = positive_int("Conv2d", "out_channels", out_channels)
         kernel = F.pair(kernel_size, "kernel_size")
-        if not isinstance(groups, int) or groups <= 0 or in_channels % groups or out_channels % groups:
+        if min(kernel) <= 0:
+            raise ValueError(f"Conv2d: kernel_size: expected positive sizes, got {kernel}")
+        if not F.is_integer(groups) or groups <= 0 or in_channels % groups or out_channels % groups:
             raise ValueError(f"Conv2d: groups must divide in_channels {in_channels} and out_channels "
                              f"{out_channels}, got {groups}")
         if padding_mode != "zeros":

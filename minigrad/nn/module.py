@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
+from collections.abc import Mapping
 
 from .. import backend
 from ..autograd import zero_gradients
@@ -169,24 +170,28 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict, strict=True):
-        """Copy values in; every name and shape is checked before anything is changed.
+        """Copy values in, all or nothing: every name, type, dtype and shape is checked, and every
+        value converted, before the first parameter is written.
 
         Returns ``IncompatibleKeys(missing_keys, unexpected_keys)`` as PyTorch does. With
         ``strict=True`` any missing or unexpected name raises; a shape mismatch always raises.
         """
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"load_state_dict: expected a dict of name -> tensor, got {type(state_dict).__name__}")
         own = OrderedDict(self.named_parameters())
         own.update(self.named_buffers())
         missing = [name for name in own if name not in state_dict]
         unexpected = [name for name in state_dict if name not in own]
-        values = {name: _array_of(state_dict[name]) for name in own if name in state_dict}
-        misshaped = [(name, own[name].shape, tuple(getattr(array, "shape", ()))) for name, array in values.items()
-                     if tuple(getattr(array, "shape", ())) != own[name].shape]
+        values = {name: _checked_array(name, state_dict[name]) for name in own if name in state_dict}
+        misshaped = [(name, own[name].shape, tuple(array.shape)) for name, array in values.items()
+                     if tuple(array.shape) != own[name].shape]
         if misshaped or (strict and (missing or unexpected)):
             raise StateDictMismatch(missing if strict else [], unexpected if strict else [], misshaped)
-        for name, array in values.items():  # all checks passed: now change state
-            target = own[name]
-            target.array[...] = backend.to_device(backend.xp_of(array).asarray(array), target.device).astype(
-                target.dtype, copy=False)
+        converted = {name: backend.to_device(backend.xp_of(array).asarray(array), own[name].device).astype(
+            own[name].dtype, copy=False) for name, array in values.items()}
+        for name, array in converted.items():  # all checks and conversions passed: now change state
+            own[name].array[...] = array
+            own[name]._bump_version()
         return IncompatibleKeys(missing, unexpected)
 
     # ------------------------------------------------------------------ printing
@@ -201,8 +206,14 @@ class Module:
         return lines[0] + (")" if len(lines) == 1 else "\n" + "\n".join(lines[1:]) + "\n)")
 
 
-def _array_of(value):
-    return value.array if isinstance(value, Tensor) else value
+def _checked_array(name, value):
+    """The array behind a state_dict value, refused with its name unless it holds numbers."""
+    array = value.array if isinstance(value, Tensor) else value
+    if not (isinstance(array, (backend.np.ndarray, backend.np.generic)) or backend.is_cupy_array(array)):
+        raise TypeError(f"load_state_dict: parameter {name!r}: expected a Tensor or an array, "
+                        f"got {type(value).__name__}")
+    backend.check_tensor_dtype(array.dtype, f"load_state_dict: parameter {name!r}")
+    return array
 
 
 def _moved(array, dtype, device):

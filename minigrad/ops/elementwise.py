@@ -30,7 +30,9 @@ class Sub(Function):
 
 class Mul(Function):
     def forward(self, a, b):
-        self.save_for_backward(a, b)
+        # Keep only what backward reads (d/da needs b, d/db needs a), as PyTorch: then `w * 3`
+        # followed by an in-place change of w is no error, and no unneeded array is held.
+        self.save_for_backward(a if self.needs_input_grad[1] else None, b if self.needs_input_grad[0] else None)
         return a * b
 
     def backward(self, grad):  # d(ab)/da = b, d(ab)/db = a
@@ -187,9 +189,9 @@ class ReLU(Function):
         self.save_for_backward(out)
         return out
 
-    def backward(self, grad):  # d(max(a,0))/da = 1 where a > 0, else 0
+    def backward(self, grad):  # d(max(a,0))/da = 0 where a <= 0, else 1 (so 1 at NaN, as PyTorch)
         (out,) = self.saved
-        return grad * (out > 0)
+        return backend.xp_of(grad).where(out <= 0, grad.dtype.type(0), grad)
 
 
 class Where(Function):

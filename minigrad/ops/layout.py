@@ -17,16 +17,23 @@ the kernels of ops/conv.py and ops/pool.py visit them.
 """
 from __future__ import annotations
 
+import numbers
+
 from .. import backend
 
 
 # ----------------------------------------------------------------------------- geometry
+def is_integer(value):
+    """A Python or NumPy integer (``np.int64(3)`` too), but not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def pair(value, argument):
-    """``3`` -> ``(3, 3)``; ``(2, 3)`` stays; anything else is a clear error."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return (value, value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return tuple(value)
+    """``3`` -> ``(3, 3)``; ``(2, 3)`` stays; NumPy integers become ints; anything else is a clear error."""
+    if is_integer(value):
+        return (int(value), int(value))
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(is_integer(v) for v in value):
+        return tuple(int(v) for v in value)
     raise TypeError(f"{argument}: expected an int or a pair of ints, got {value!r}")
 
 

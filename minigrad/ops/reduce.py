@@ -79,20 +79,26 @@ class Mean(Function):
 class AMax(Function):
     """amax / amin over several axes at once (``largest`` picks which)."""
 
-    def forward(self, a, axes, keepdims, largest):
+    def forward(self, a, axes, keepdims, largest, nan_is_extreme=False):
         out = a.max(axis=axes, keepdims=True) if largest else a.min(axis=axes, keepdims=True)
         self.save_for_backward(a, out)
-        self.axes, self.keepdims = axes, keepdims
+        self.axes, self.keepdims, self.nan_is_extreme = axes, keepdims, nan_is_extreme
         return out if keepdims else out.reshape([s for i, s in enumerate(a.shape) if i not in axes])
 
     def backward(self, grad):
         # d(amax a)/da_i = 1/k for each of the k tied extremes, 0 elsewhere (PyTorch's amax rule;
         # also torch.max(x) with no dim).
         a, out = self.saved
+        xp = backend.xp_of(a)
         grad = _expand_reduced(grad, a.shape, self.axes, self.keepdims)
         is_extreme = a == out
+        if self.nan_is_extreme:
+            # torch.max(x) with no dim: a NaN maximum came from the NaNs, which share the gradient.
+            # (amax has no such rule in PyTorch: no element equals NaN, so its gradient is NaN.)
+            is_extreme |= xp.isnan(a) & xp.isnan(out)
         count = is_extreme.sum(axis=self.axes, keepdims=True)
-        return grad * is_extreme / count
+        with backend.np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN, as in PyTorch
+            return grad * is_extreme / count
 
 
 class TakeAlongAxis(Function):
@@ -163,7 +169,9 @@ def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
     """``torch.max`` / ``torch.min``: no axis -> the scalar; one axis -> (values, indices)."""
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     if axis is None:
-        return amax(a) if largest else amin(a)
+        _check_not_empty(name, a, tuple(range(a.ndim)))
+        return AMax.apply(a, axes=normalize_axes(None, a.ndim), keepdims=keepdims, largest=largest,
+                          nan_is_extreme=True)
     axis = normalize_axis(axis, a.ndim, "dim")
     if a.ndim == 0:  # a 0-d tensor is its own max along axis 0, found at index 0
         values, indices = _extreme(name, a.reshape(1), 0, keepdims, None, None, largest)

@@ -37,6 +37,9 @@ class Adam(Optimizer):
                 not all(isinstance(b, numbers.Real) and 0.0 <= b < 1.0 for b in betas):
             raise ValueError(f"betas: expected two numbers in [0, 1), got {betas!r}")
 
+    def state_keys(self, group):
+        return ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
+
     def update(self, param, grad, state, group):
         xp = backend.xp_of(param)
         beta1, beta2 = group["betas"]

@@ -82,6 +82,7 @@ class Optimizer:
                         continue
                     state = self.state.setdefault(id(parameter), {})
                     self.update(parameter.array, parameter.grad.array, state, group)
+                    parameter._bump_version()  # a graph that saved the old value must not use it
         return loss
 
     def update(self, param, grad, state, group):
@@ -113,11 +114,21 @@ class Optimizer:
             group.update(saved)
         self.state = new_state
 
+    def state_keys(self, group):
+        """Keys a parameter's saved state must have once it has any (subclasses that need some)."""
+        return ()
+
     def _checked_state(self, state_dict, params):
         if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
             raise ValueError(f"state_dict: expected a dict with keys 'state' and 'param_groups', "
                              f"got {type(state_dict).__name__} with keys {sorted(getattr(state_dict, 'keys', list)())}")
         saved_groups = state_dict["param_groups"]
+        if not isinstance(saved_groups, (list, tuple)):
+            raise ValueError(f"state_dict: param_groups: expected a list, got {type(saved_groups).__name__}")
+        for index, saved in enumerate(saved_groups):
+            if not isinstance(saved, dict) or not isinstance(saved.get("params"), (list, tuple)):
+                raise ValueError(f"state_dict: param_groups[{index}]: expected a dict with a 'params' list, "
+                                 f"got {saved!r}")
         own_sizes = [len(g["params"]) for g in self.param_groups]
         saved_sizes = [len(g["params"]) for g in saved_groups]
         if own_sizes != saved_sizes:
@@ -130,14 +141,29 @@ class Optimizer:
                                  f"are not {type(self).__name__}'s (expected some of {sorted(self.defaults)})")
             self.check_hyperparameters({**self.defaults, **hyper})
             new_groups.append(hyper)
+        group_of = [{**own, **hyper} for own, hyper in zip(self.param_groups, new_groups) for _ in own["params"]]
+        return new_groups, self._checked_parameter_states(state_dict["state"], params, group_of)
+
+    def _checked_parameter_states(self, saved_state, params, group_of):
+        """Each saved per-parameter state, on its parameter's device and dtype, checked for its keys."""
+        if not isinstance(saved_state, dict):
+            raise ValueError(f"state_dict: state: expected a dict of parameter index -> dict, "
+                             f"got {type(saved_state).__name__}")
         new_state = {}
-        for index, entry in state_dict["state"].items():
+        for index, entry in saved_state.items():
             if not isinstance(index, numbers.Integral) or not 0 <= index < len(params):
                 raise ValueError(f"state_dict: state key: expected a parameter index in [0, {len(params) - 1}], "
                                  f"got {index!r}")
+            if not isinstance(entry, dict):
+                raise ValueError(f"state_dict: state[{index}]: expected a dict, got {type(entry).__name__}")
+            required = self.state_keys(group_of[index])
+            missing = [key for key in required if key not in entry]
+            if entry and missing:
+                raise ValueError(f"state_dict: state[{index}]: missing {missing[0]!r} ({type(self).__name__} "
+                                 f"keeps {list(required)} for each parameter it has updated)")
             new_state[id(params[index])] = {name: _to_param_value(value, params[index], f"state[{index}][{name!r}]")
                                             for name, value in entry.items()}
-        return new_groups, new_state
+        return new_state
 
 
 def _to_host_value(value):
