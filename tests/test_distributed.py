@@ -201,7 +201,7 @@ def test_flat_buffer_round_trips_gradients_flags_and_extras():
     weight, bias, unused = (mg.randn(3, 2, dtype=mg.float64, requires_grad=True),
                             mg.randn(2, dtype=mg.float64, requires_grad=True),
                             mg.randn(4, dtype=mg.float64, requires_grad=True))
-    weight.grad, bias.grad = mg.tensor(np.arange(6.0).reshape(3, 2).T.copy().T), mg.tensor([7.0, 8.0])
+    weight.grad, bias.grad = mg.tensor(np.arange(6.0).reshape(3, 2).T.copy().T), mg.tensor([7.0, 8.0], dtype=mg.float64)
     flat, device = distributed.pack_gradients([weight, bias, unused], [0.25])
     assert device == "cpu" and flat.shape == (6 + 2 + 4 + 3 + 1,)
     extras = distributed.unpack_gradients([weight, bias, unused], flat, 1)
