@@ -40,9 +40,9 @@ def loss_normalizer(criterion, targets):
     check_supported(criterion)
     if criterion.reduction == "sum":
         return 1.0
-    if isinstance(criterion, nn.CrossEntropyLoss):
+    if isinstance(criterion, CLASS_TARGET_LOSSES):  # counted targets (class weights summed)
         return F.cross_entropy_normalizer(targets, criterion.weight, criterion.ignore_index)
-    return float(targets.numel())  # MSELoss: the mean runs over every element
+    return float(targets.numel())  # MSELoss, BCEWithLogitsLoss: the mean runs over every element
 
 
 def summed_loss(criterion, outputs, targets):
@@ -50,13 +50,26 @@ def summed_loss(criterion, outputs, targets):
     if isinstance(criterion, nn.CrossEntropyLoss):
         return F.cross_entropy(outputs, targets, criterion.weight, criterion.ignore_index, "sum",
                                criterion.label_smoothing)
+    if isinstance(criterion, nn.NLLLoss):
+        return F.nll_loss(outputs, targets, criterion.weight, criterion.ignore_index, "sum")
+    if isinstance(criterion, nn.BCEWithLogitsLoss):
+        weight = criterion.weight
+        if weight is not None and weight.ndim == outputs.ndim and weight.shape[0] != 1:
+            # a per-sample weight row must travel with its micro-batch: accumulate cannot slice it
+            raise ValueError(f"criterion.weight: accumulate needs a weight that broadcasts over the batch "
+                             f"axis (shape (1, ...) or fewer axes), got shape {weight.shape}")
+        return F.binary_cross_entropy_with_logits(outputs, targets, weight, "sum", criterion.pos_weight)
     return F.mse_loss(outputs, targets, "sum")
 
 
+CLASS_TARGET_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
+SUPPORTED_LOSSES = CLASS_TARGET_LOSSES + (nn.MSELoss, nn.BCEWithLogitsLoss)
+
+
 def check_supported(criterion):
-    if not isinstance(criterion, (nn.CrossEntropyLoss, nn.MSELoss)):
-        raise TypeError(f"criterion: accumulate knows the normaliser of nn.CrossEntropyLoss and nn.MSELoss, "
-                        f"got {type(criterion).__name__}")
+    if not isinstance(criterion, SUPPORTED_LOSSES):
+        names = ", ".join(f"nn.{kind.__name__}" for kind in SUPPORTED_LOSSES)
+        raise TypeError(f"criterion: accumulate knows the normaliser of {names}, got {type(criterion).__name__}")
     if criterion.reduction not in ("mean", "sum"):
         raise ValueError(f"criterion.reduction: expected 'mean' or 'sum' (a scalar loss), "
                          f"got {criterion.reduction!r}")
@@ -282,7 +295,7 @@ class AccuracyCounter:
     """Counts correct arg-max predictions per class (classification only; ignore_index skipped)."""
 
     def __init__(self, criterion, num_classes=None):
-        self.is_classification = isinstance(criterion, nn.CrossEntropyLoss)
+        self.is_classification = isinstance(criterion, CLASS_TARGET_LOSSES)
         self.ignore_index = getattr(criterion, "ignore_index", None)
         self.num_classes = num_classes
         self.correct = self.total = None

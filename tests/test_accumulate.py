@@ -33,18 +33,29 @@ def uneven_partitions(draw, total):
     return [stop - start for start, stop in zip(edges, edges[1:])]
 
 
+def class_weights(draw):
+    """None, or one positive float64 weight per class."""
+    if not draw(st.booleans()):
+        return None
+    return mg.tensor(draw(st.lists(st.floats(0.1, 3.0), min_size=NUM_CLASSES, max_size=NUM_CLASSES)),
+                     dtype=mg.float64)
+
+
 @st.composite
 def loss_setups(draw):
-    """A criterion and the kind of targets it takes: CE with drawn ignore_index / class weights /
-    label smoothing / reduction, or MSE."""
-    if draw(st.booleans()):
-        return nn.MSELoss(reduction=draw(st.sampled_from(["mean", "sum"]))), False
-    weight = None
-    if draw(st.booleans()):
-        weight = mg.tensor(draw(st.lists(st.floats(0.1, 3.0), min_size=NUM_CLASSES, max_size=NUM_CLASSES)),
-                           dtype=mg.float64)
-    criterion = nn.CrossEntropyLoss(weight=weight, ignore_index=IGNORE_INDEX,
-                                    reduction=draw(st.sampled_from(["mean", "mean", "sum"])),
+    """A criterion and the kind of targets it takes: CE or NLL with drawn ignore_index / class
+    weights / label smoothing (CE) / reduction, MSE, or BCE with logits with drawn weight and
+    pos_weight."""
+    kind = draw(st.sampled_from(["ce", "ce", "nll", "mse", "bce"]))
+    reduction = draw(st.sampled_from(["mean", "mean", "sum"]))
+    if kind == "mse":
+        return nn.MSELoss(reduction=reduction), False
+    if kind == "bce":
+        return nn.BCEWithLogitsLoss(weight=class_weights(draw), reduction=reduction,
+                                    pos_weight=class_weights(draw)), False
+    if kind == "nll":
+        return nn.NLLLoss(weight=class_weights(draw), ignore_index=IGNORE_INDEX, reduction=reduction), draw(st.booleans())
+    criterion = nn.CrossEntropyLoss(weight=class_weights(draw), ignore_index=IGNORE_INDEX, reduction=reduction,
                                     label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.25])))
     return criterion, draw(st.booleans())  # second: whether some targets are ignore_index
 
@@ -80,6 +91,8 @@ def make_data(kind, criterion, batch_size, with_ignored, seed, device):
     inputs = rng.normal(size=(batch_size, 4) if kind == "mlp" else (batch_size, 2, 6, 6))
     if isinstance(criterion, nn.MSELoss):
         targets = rng.normal(size=(batch_size, NUM_CLASSES))
+    elif isinstance(criterion, nn.BCEWithLogitsLoss):
+        targets = rng.random(size=(batch_size, NUM_CLASSES))  # probabilities, not only 0 and 1
     else:
         targets = rng.integers(0, NUM_CLASSES, size=batch_size)
         if with_ignored:
@@ -116,6 +129,8 @@ def assert_same_gradients(actual, expected):
 def test_accumulated_gradient_equals_full_batch(case, device):
     case["criterion"].to(device)  # class weights live with the data
     model = make_model(case["model_kind"], case["dropout"], device)
+    if isinstance(case["criterion"], nn.NLLLoss):  # NLL takes log-probabilities
+        model = nn.Sequential(model, nn.LogSoftmax(dim=1))
     inputs, targets = make_data(case["model_kind"], case["criterion"], case["batch_size"], case["with_ignored"],
                                 case["seed"], device)
     full_loss, expected = full_batch_gradients(model, case["criterion"], inputs, targets)
@@ -287,8 +302,8 @@ def test_bad_micro_batch_size_is_rejected(micro_batch_size, message):
 def test_unsupported_criteria_are_rejected():
     model = make_model("mlp", 0.0, "cpu")
     inputs, targets = make_data("mlp", nn.CrossEntropyLoss(), 5, False, 0, "cpu")
-    with pytest.raises(TypeError, match="criterion: accumulate knows the normaliser of nn.CrossEntropyLoss "
-                                        "and nn.MSELoss, got function"):
+    with pytest.raises(TypeError, match="criterion: accumulate knows the normaliser of nn.CrossEntropyLoss, "
+                                        "nn.NLLLoss, nn.MSELoss, nn.BCEWithLogitsLoss, got function"):
         train.accumulate(model, lambda out, t: out.sum(), inputs, targets, 2)
     with pytest.raises(ValueError, match=r"criterion.reduction: expected 'mean' or 'sum' .*got 'none'"):
         train.accumulate(model, nn.CrossEntropyLoss(reduction="none"), inputs, targets, 2)

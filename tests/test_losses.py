@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as torch_F
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigrad as mg
 import minigrad.nn.functional as F
 
 from strategies import allow_device_fixture, cross_entropy_cases, float64_arrays, small_shapes
-from torch_check import check_against_torch
+from torch_check import check_against_torch, check_gradient
 
 
 def cross_entropy_pair(case):
@@ -83,3 +83,87 @@ def test_mse_loss_matches_torch(reduction, device, data):
     prediction, target = data.draw(float64_arrays(shape), label="input"), data.draw(float64_arrays(shape), label="target")
     check_against_torch(lambda x, y: F.mse_loss(x, y, reduction=reduction),
                         lambda x, y: torch_F.mse_loss(x, y, reduction=reduction), prediction, target, device=device)
+
+
+# ----------------------------------------------------------------------------- nll_loss
+def nll_pair(case):
+    """nll_loss on the case's logits taken as log-probabilities (the loss is linear in them, so any
+    values test it), with the case's weight, ignore_index and reduction."""
+    options = dict(ignore_index=case["ignore_index"], reduction=case["reduction"])
+    weight = case["weight"]
+
+    def mg_fn(log_probs, target):
+        mg_weight = None if weight is None else mg.tensor(weight, device=log_probs.device)
+        return F.nll_loss(log_probs, target, weight=mg_weight, **options)
+
+    def torch_fn(log_probs, target):
+        return torch_F.nll_loss(log_probs, target, weight=None if weight is None else torch.tensor(weight), **options)
+
+    return mg_fn, torch_fn
+
+
+@allow_device_fixture
+@given(case=cross_entropy_cases())
+def test_nll_loss_matches_torch(device, case):
+    mg_fn, torch_fn = nll_pair(case)
+    with np.errstate(invalid="ignore", divide="ignore"):  # an all-ignored mean is NaN in both
+        check_against_torch(mg_fn, torch_fn, case["logits"], case["target"], device=device)
+
+
+def test_nll_loss_of_log_softmax_is_cross_entropy_like_torch(device):
+    logits, target = np.random.default_rng(1).standard_normal((5, 4)), np.array([0, 3, 1, 1, 2])
+    check_against_torch(lambda x, t: F.nll_loss(F.log_softmax(x, 1), t), lambda x, t: torch_F.cross_entropy(x, t),
+                        logits, target, device=device)
+
+
+@pytest.mark.parametrize("options", [{}, {"ignore_index": 1}, {"reduction": "sum"}, {"reduction": "none"}])
+def test_nll_loss_module_matches_torch(options):
+    weight = np.array([0.5, 2.0, 1.0])
+    logits, target = np.random.default_rng(2).standard_normal((4, 3)), np.array([0, 1, 2, 1])
+    ours = mg.nn.NLLLoss(weight=mg.tensor(weight), **options)
+    theirs = torch.nn.NLLLoss(weight=torch.tensor(weight), **options)
+    check_against_torch(ours, theirs, logits, target)
+
+
+# ----------------------------------------------------------------------------- BCE with logits
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weight_shape", [None, (3,), (4, 3), (4, 1)])
+@pytest.mark.parametrize("pos_weight", [False, True])
+@settings(max_examples=5)  # 24 combinations already
+@given(data=st.data())
+def test_binary_cross_entropy_with_logits_matches_torch(reduction, weight_shape, pos_weight, data):
+    # logits and targets are differentiated; weight and pos_weight are constants, since PyTorch
+    # refuses them with requires_grad (minigrad's gradients for them are checked below).
+    logits = data.draw(float64_arrays((4, 3), low=-30.0, high=30.0), label="logits")
+    targets = data.draw(float64_arrays((4, 3), low=0.0, high=1.0), label="targets")
+    weight = None if weight_shape is None else data.draw(float64_arrays(weight_shape, low=0.1, high=3.0))
+    positive = data.draw(float64_arrays((3,), low=0.1, high=3.0)) if pos_weight else None
+
+    def call(binary_cross_entropy, make_tensor):
+        def loss(x, y):
+            return binary_cross_entropy(x, y, weight=None if weight is None else make_tensor(weight),
+                                        reduction=reduction, pos_weight=None if positive is None else make_tensor(positive))
+        return loss
+
+    check_against_torch(call(F.binary_cross_entropy_with_logits, mg.tensor),
+                        call(torch_F.binary_cross_entropy_with_logits, torch.tensor), logits, targets)
+
+
+def test_bce_with_logits_weight_gradients_agree_with_central_differences():
+    # PyTorch does not differentiate weight and pos_weight; minigrad does.
+    rng = np.random.default_rng(3)
+    check_gradient(lambda x, y, w, p: F.binary_cross_entropy_with_logits(x, y, weight=w, pos_weight=p),
+                   rng.normal(size=(4, 3)), rng.random((4, 3)), rng.random((1, 3)) + 0.5, rng.random(3) + 0.5)
+
+
+def test_bce_with_logits_module_is_stable_for_huge_logits_like_torch():
+    logits, targets = np.array([[800.0, -800.0, 0.0]]), np.array([[0.0, 1.0, 1.0]])
+    out = check_against_torch(mg.nn.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss(), logits, targets)
+    assert np.isfinite(out.item())
+
+
+def test_bce_with_logits_refuses_mismatched_shapes():
+    with pytest.raises(ValueError, match=r"target shape must equal input shape \(2, 3\), got \(2,\)"):
+        F.binary_cross_entropy_with_logits(mg.zeros(2, 3), mg.zeros(2))
+    with pytest.raises(ValueError, match=r"pos_weight must broadcast to the input's shape \(2, 3\), got \(4,\)"):
+        F.binary_cross_entropy_with_logits(mg.zeros(2, 3), mg.zeros(2, 3), pos_weight=mg.ones(4))

@@ -1,4 +1,5 @@
 """Optimizers against torch.optim: same weights, same batches, 10 steps, equal to rtol 1e-10."""
+import inspect
 import pickle
 
 import numpy as np
@@ -27,8 +28,27 @@ ADAM_CONFIGS = [
     dict(lr=0.01, amsgrad=True),
     dict(lr=0.02, weight_decay=0.05, amsgrad=True),
 ]
+RMSPROP_CONFIGS = [
+    dict(),
+    dict(lr=0.005, alpha=0.9, eps=1e-6, weight_decay=0.1),
+    dict(lr=0.005, momentum=0.9),
+    dict(lr=0.005, centered=True),
+    dict(lr=0.002, alpha=0.95, momentum=0.5, centered=True, weight_decay=0.01),
+]
+ADAGRAD_CONFIGS = [
+    dict(),
+    dict(lr=0.05, lr_decay=0.1),
+    dict(lr=0.05, weight_decay=0.1, initial_accumulator_value=0.5, eps=1e-6),
+]
+ADADELTA_CONFIGS = [
+    dict(),
+    dict(lr=0.5, rho=0.8, eps=1e-4),
+    dict(weight_decay=0.1),
+]
 OPTIMIZER_CONFIGS = ([("SGD", c) for c in SGD_CONFIGS] + [("Adam", c) for c in ADAM_CONFIGS]
-                     + [("AdamW", c) for c in ADAM_CONFIGS] + [("AdamW", dict(lr=0.01))])
+                     + [("AdamW", c) for c in ADAM_CONFIGS] + [("AdamW", dict(lr=0.01))]
+                     + [("RMSprop", c) for c in RMSPROP_CONFIGS] + [("Adagrad", c) for c in ADAGRAD_CONFIGS]
+                     + [("Adadelta", c) for c in ADADELTA_CONFIGS])
 
 
 def config_id(case):
@@ -95,6 +115,14 @@ def test_trajectory_matches_torch(case, device):
     assert not np.allclose(model[0].weight.numpy(), tiny_mlp()[0].weight.numpy())  # it did move
 
 
+@pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "Adadelta"])
+def test_default_hyperparameters_are_torchs(name):
+    ours, theirs = inspect.signature(getattr(optim, name)), inspect.signature(getattr(torch.optim, name))
+    for parameter in ours.parameters.values():
+        if parameter.default is not inspect.Parameter.empty:
+            assert parameter.default == theirs.parameters[parameter.name].default, parameter.name
+
+
 @pytest.mark.parametrize("name", ["SGD", "Adam"])
 def test_param_groups_with_their_own_hyperparameters_match_torch(name, device):
     model = tiny_mlp(device)
@@ -112,8 +140,9 @@ def test_param_groups_with_their_own_hyperparameters_match_torch(name, device):
     assert [group["lr"] for group in ours.param_groups] == [0.1 if name == "SGD" else 0.01, 0.001]
 
 
-@pytest.mark.parametrize("case", [OPTIMIZER_CONFIGS[4], ("Adam", ADAM_CONFIGS[4]), ("AdamW", ADAM_CONFIGS[2])],
-                         ids=config_id)
+@pytest.mark.parametrize("case", [OPTIMIZER_CONFIGS[4], ("Adam", ADAM_CONFIGS[4]), ("AdamW", ADAM_CONFIGS[2]),
+                                  ("RMSprop", RMSPROP_CONFIGS[4]), ("Adagrad", ADAGRAD_CONFIGS[2]),
+                                  ("Adadelta", ADADELTA_CONFIGS[1])], ids=config_id)
 def test_state_dict_round_trip_mid_trajectory_continues_identically(case, device):
     name, config = case
     data = batches()

@@ -271,8 +271,7 @@ def _checked_module(value, argument):
 class CrossEntropyLoss(Module):
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__()
-        if reduction not in F.REDUCTIONS:
-            raise ValueError(f"reduction: expected one of {F.REDUCTIONS}, got {reduction!r}")
+        F.check_reduction(reduction)
         if not 0.0 <= label_smoothing <= 1.0:
             raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
         self.register_buffer("weight", weight)
@@ -283,11 +282,37 @@ class CrossEntropyLoss(Module):
                                self.label_smoothing)
 
 
+class NLLLoss(Module):
+    """Negative log-likelihood of log-probabilities (put ``LogSoftmax`` before it)."""
+
+    def __init__(self, weight=None, ignore_index=-100, reduction="mean"):
+        super().__init__()
+        F.check_reduction(reduction)
+        self.register_buffer("weight", weight)
+        self.ignore_index, self.reduction = ignore_index, reduction
+
+    def forward(self, input, target):
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class BCEWithLogitsLoss(Module):
+    """Sigmoid and binary cross-entropy in one stable op (``weight`` per element, ``pos_weight`` per class)."""
+
+    def __init__(self, weight=None, reduction="mean", pos_weight=None):
+        super().__init__()
+        F.check_reduction(reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+
+
 class MSELoss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        if reduction not in F.REDUCTIONS:
-            raise ValueError(f"reduction: expected one of {F.REDUCTIONS}, got {reduction!r}")
+        F.check_reduction(reduction)
         self.reduction = reduction
 
     def forward(self, input, target):

@@ -1,4 +1,5 @@
-"""Losses: cross-entropy (fused with log_softmax) and mean squared error.
+"""Losses: cross-entropy (fused with log_softmax), negative log-likelihood, binary
+cross-entropy with logits, and mean squared error.
 
 Every loss has one *normaliser*: the number the summed loss is divided by for
 ``reduction="mean"``. ``cross_entropy_normalizer`` computes it on its own because gradient
@@ -62,63 +63,49 @@ class CrossEntropy(Function):
         self.save_for_backward(log_probs, q)
         self.reduction = reduction
         self.normalizer = sample_weights.sum()
-        if reduction == "none":
-            return per_sample
-        total = per_sample.sum()
-        if reduction == "sum":
-            return total
-        if not self.normalizer:  # every target ignored: 0/0 is NaN, as in PyTorch (minus NumPy's warning)
-            return xp.full_like(total, xp.nan)
-        return total / self.normalizer
+        return reduce_per_sample(per_sample, reduction, self.normalizer)
 
     def backward(self, grad):
         # d loss_i / d logits_i = sum_c q_ic * softmax_i - q_i   (through log_softmax)
         log_probs, q = self.saved
         xp = backend.xp_of(grad)
-        if self.reduction == "none":
-            scale = grad[:, None]
-        elif self.reduction == "sum":
-            scale = grad
-        elif self.normalizer:
-            scale = grad / self.normalizer
-        else:  # every target ignored: the loss is 0/0 = nan, but no logit affects it (PyTorch: grad 0)
-            scale = grad * 0
         grad_logits = xp.exp(log_probs) * q.sum(axis=1, keepdims=True) - q
-        return grad_logits * scale
+        return grad_logits * per_sample_scale(grad, self.reduction, self.normalizer)
 
 
 def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
     """Softmax cross-entropy of ``logits`` (N, C) against integer class ``target`` (N,)."""
-    check_cross_entropy_arguments(logits, target, weight, ignore_index, reduction, label_smoothing)
+    check_class_target_arguments("cross_entropy", logits, target, weight, ignore_index, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
     return CrossEntropy.apply(logits, target=target.array, weight=None if weight is None else weight.array,
                               ignore_index=ignore_index, reduction=reduction,
                               label_smoothing=float(label_smoothing))
 
 
-def check_cross_entropy_arguments(logits, target, weight, ignore_index, reduction, label_smoothing):
+def check_class_target_arguments(name, logits, target, weight, ignore_index, reduction):
+    """The checks cross_entropy and nll_loss share: (N, C) scores, (N,) class indices in range."""
     check_is_tensor(logits, "input")
     check_is_tensor(target, "target")
     if weight is not None:
         check_is_tensor(weight, "weight")
     if logits.ndim != 2:
-        raise ValueError(f"cross_entropy: input must be 2-d (N, C), got shape {logits.shape}")
+        raise ValueError(f"{name}: input must be 2-d (N, C), got shape {logits.shape}; minigrad has no "
+                         f"(N, C, d1, ...) form: move the class axis last and reshape to (-1, C)")
     if target.dtype.kind not in "iu":
-        raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype {target.dtype}")
+        raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != logits.shape[:1]:
-        raise ValueError(f"cross_entropy: target must have shape ({logits.shape[0]},) to match input "
+        raise ValueError(f"{name}: target must have shape ({logits.shape[0]},) to match input "
                          f"{logits.shape}, got {target.shape}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
-    check_same_device("cross_entropy", (logits, target) if weight is None else (logits, target, weight))
+    check_reduction(reduction)
+    check_same_device(name, (logits, target) if weight is None else (logits, target, weight))
     num_classes = logits.shape[1]
     if weight is not None and weight.shape != (num_classes,):
-        raise ValueError(f"cross_entropy: weight must have shape ({num_classes},), got {weight.shape}")
+        raise ValueError(f"{name}: weight must have shape ({num_classes},), got {weight.shape}")
     counted = target.array[target.array != ignore_index]
     if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= num_classes):
         bad = int(counted.min()) if int(counted.min()) < 0 else int(counted.max())
-        raise ValueError(f"cross_entropy: target: expected class indices in [0, {num_classes - 1}] "
+        raise ValueError(f"{name}: target: expected class indices in [0, {num_classes - 1}] "
                          f"(or ignore_index={ignore_index}), got {bad}")
 
 
@@ -128,9 +115,138 @@ def mse_loss(input, target, reduction="mean"):
     check_is_tensor(target, "target")
     if input.shape != target.shape:
         raise ValueError(f"mse_loss: target shape must equal input shape {input.shape}, got {target.shape}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+    check_reduction(reduction)
     squared = (input - target) ** 2  # d/dinput: 2 (input - target)
     if reduction == "none":
         return squared
     return squared.sum() if reduction == "sum" else squared.mean()
+
+
+def check_reduction(reduction):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r}")
+
+
+# ----------------------------------------------------------------------------- negative log-likelihood
+class NLLLoss(Function):
+    """loss_i = -w[t_i] * input_i[t_i]: the loss on log-probabilities (cross-entropy without its
+    log_softmax). Ignored samples contribute 0; ``mean`` divides by ``cross_entropy_normalizer``."""
+
+    def forward(self, log_probs, target, weight, ignore_index, reduction):
+        xp = backend.xp_of(log_probs)
+        sample_weights, safe_target = counted_target_weights(target, weight, ignore_index)
+        sample_weights = sample_weights.astype(log_probs.dtype, copy=False)   # w[t_i], 0 if ignored
+        rows = xp.arange(log_probs.shape[0])
+        per_sample = -sample_weights * log_probs[rows, safe_target]            # (N,)
+        self.save_for_backward(sample_weights, safe_target)
+        self.input_shape, self.reduction = log_probs.shape, reduction
+        self.normalizer = sample_weights.sum()
+        return reduce_per_sample(per_sample, reduction, self.normalizer)
+
+    def backward(self, grad):
+        # d loss_i / d input_ic = -w[t_i] where c = t_i, 0 elsewhere
+        sample_weights, safe_target = self.saved
+        xp = backend.xp_of(grad)
+        grad_input = xp.zeros(self.input_shape, dtype=grad.dtype)
+        grad_input[xp.arange(self.input_shape[0]), safe_target] = -sample_weights
+        return grad_input * per_sample_scale(grad, self.reduction, self.normalizer)
+
+
+def reduce_per_sample(per_sample, reduction, normalizer):
+    """'none' / 'sum' / 'mean' of per-sample losses; a mean over nothing counted is NaN (as PyTorch)."""
+    if reduction == "none":
+        return per_sample
+    total = per_sample.sum()
+    if reduction == "sum":
+        return total
+    if not normalizer:  # 0/0 without NumPy's divide warning
+        return backend.xp_of(total).full_like(total, float("nan"))
+    return total / normalizer
+
+
+def per_sample_scale(grad, reduction, normalizer):
+    """How the upstream gradient reaches each sample's row: itself ('none', as a column), shared
+    ('sum'), divided by the normaliser ('mean'; 0 when nothing counted, PyTorch's gradient)."""
+    if reduction == "none":
+        return grad[:, None]
+    if reduction == "sum":
+        return grad
+    return grad / normalizer if normalizer else grad * 0
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) (e.g. ``F.log_softmax``
+    output) against class ``target`` (N,); ``nll_loss(log_softmax(x, 1), t) == cross_entropy(x, t)``.
+    PyTorch also takes (N, C, d1, ...) inputs; minigrad takes (N, C) and says so otherwise."""
+    check_class_target_arguments("nll_loss", input, target, weight, ignore_index, reduction)
+    return NLLLoss.apply(input, target=target.array, weight=None if weight is None else weight.array,
+                         ignore_index=ignore_index, reduction=reduction)
+
+
+# ----------------------------------------------------------------------------- binary cross-entropy
+class BinaryCrossEntropyWithLogits(Function):
+    """Per element, with s(x) = log(1 + e^-x) = -log sigmoid(x) computed stably:
+
+        loss = w * [(1 - y) x + (1 + (p - 1) y) s(x)]       (p: pos_weight, w: weight)
+
+    which is w * -[p y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))], PyTorch's formula.
+    ``mean`` divides by the number of elements, whatever the weights (as PyTorch).
+    """
+
+    def forward(self, x, y, weight, pos_weight, reduction):
+        xp = backend.xp_of(x)
+        softplus = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0)          # s(x) = -log sigmoid(x)
+        unweighted = (1 - y) * x + (1 + (pos_weight - 1) * y) * softplus
+        self.save_for_backward(x, y, weight, pos_weight, softplus, unweighted)
+        self.reduction, self.count = reduction, unweighted.size
+        per_element = weight * unweighted
+        if reduction == "none":
+            return per_element
+        return per_element.sum() if reduction == "sum" else per_element.sum() / self.count
+
+    def backward(self, grad):
+        x, y, weight, pos_weight, softplus, unweighted = self.saved
+        xp = backend.xp_of(grad)
+        scale = grad / self.count if self.reduction == "mean" else grad
+        sigmoid = xp.exp(-softplus)
+        needs = self.needs_input_grad
+        # d/dx = w [sigmoid(x) (1 + (p - 1) y) - p y];  d/dy = w [(p - 1) s(x) - x]
+        # d/dw = the unweighted loss;                   d/dp = w y s(x)
+        return (weight * (sigmoid * (1 + (pos_weight - 1) * y) - pos_weight * y) * scale if needs[0] else None,
+                weight * ((pos_weight - 1) * softplus - x) * scale if needs[1] else None,
+                unweighted * scale if needs[2] else None,
+                weight * y * softplus * scale if needs[3] else None)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
+    """Sigmoid + binary cross-entropy in one stable op; ``target`` holds probabilities in [0, 1]
+    with ``input``'s shape; ``weight`` (per element) and ``pos_weight`` (per class, the last axis)
+    broadcast against it."""
+    check_is_tensor(input, "input")
+    check_is_tensor(target, "target")
+    if input.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy_with_logits: target shape must equal input shape {input.shape}, "
+                         f"got {target.shape}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"binary_cross_entropy_with_logits: input must be floating point, got dtype {input.dtype}")
+    check_reduction(reduction)
+    ones = Tensor._wrap(backend.xp_of(input.array).ones((), dtype=input.dtype))  # "no weight": a constant 1
+    extras = []
+    for argument, value in (("weight", weight), ("pos_weight", pos_weight)):
+        if value is None:
+            extras.append(ones)
+            continue
+        check_is_tensor(value, argument)
+        if not broadcasts_to(value.shape, input.shape):
+            raise ValueError(f"binary_cross_entropy_with_logits: {argument} must broadcast to the input's shape "
+                             f"{input.shape}, got {value.shape}")
+        extras.append(value)
+    check_same_device("binary_cross_entropy_with_logits", (input, target, *extras))
+    return BinaryCrossEntropyWithLogits.apply(input, target.to(input.dtype), *extras, reduction=reduction)
+
+
+def broadcasts_to(shape, target_shape):
+    """True when ``shape`` broadcasts to ``target_shape`` without enlarging it."""
+    if len(shape) > len(target_shape):
+        return False
+    return all(size in (1, target) for size, target in zip(reversed(shape), reversed(target_shape)))
