@@ -9,6 +9,11 @@ What makes resuming exact: the checkpoint holds the parameters, the optimizer's 
 DataLoader's epoch and seed (the shuffling order of epoch e depends only on (seed, e)), and
 the global random generator (it seeds each batch's dropout masks). Restoring all four puts
 the process back where the uninterrupted run was, so the next batches are the same batches.
+
+Under ``mpiexec -n N`` the same command trains data-parallel (``minigrad/distributed.py``): every
+rank builds the same run, takes its shard of each batch, and ends each step with the same
+parameters. Only rank 0 prints and writes files; the others wait at a barrier after each
+checkpoint. Nothing in a checkpoint depends on N, so a run resumes on any number of ranks.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import os
 import sys
 import time
 
-from . import backend, checkpoint, nn, optim, random, train
+from . import backend, checkpoint, distributed, nn, optim, random, train
 from .data import DataLoader, TensorDataset
 from .data.datasets import DATASET_NAMES, load_dataset
 from .models import MODEL_NAMES, build_model
@@ -29,6 +34,8 @@ from .report import (CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, epoch_record, pri
 EVAL_BATCH_SIZE = 500
 # Options a resumed run may change: where and how it runs, and how long; never what it trains.
 RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "download", "resume")
+# Options that may differ between the ranks of one data-parallel run (each its GPU, its disk).
+PER_RANK_OPTIONS = ("device", "data_dir")
 CONFIG_KEYS = ("dataset", "data_dir", "normalize", "model", "epochs", "batch_size", "micro_batch_size", "optimizer",
                "lr", "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
 
@@ -210,29 +217,46 @@ def build_run(config, download):
                train_loader, test_loader)
 
 
-def train_epoch(run, epoch, show_progress):
-    """Train one epoch (0-based ``epoch``), evaluate, and return its metrics record."""
+def train_epoch(run, epoch, show_progress, world):
+    """Train one epoch (0-based ``epoch``), evaluate, and return its metrics record.
+    Under MPI the ranks first check that they run the same configuration (ranks that were
+    given different options stop, the message naming them)."""
+    world.check_same_plan({name: value for name, value in run.config.items() if name not in PER_RANK_OPTIONS})
     started = time.perf_counter()
     bar = progress_bar(len(run.train_loader), f"epoch {epoch + 1}/{run.config['epochs']}", show_progress)
     step_losses = []
     try:
         train_stats = train.train_one_epoch(run.model, run.criterion, run.optimizer, run.train_loader,
                                             run.config["micro_batch_size"], epoch=epoch,
-                                            on_step=step_reporter(bar, step_losses))
+                                            on_step=step_reporter(bar, step_losses), world=world)
     finally:
         if bar is not None:
             bar.close()
-    test_stats = train.evaluate(run.model, run.criterion, run.test_loader, run.split.num_classes)
+    test_stats = train.evaluate(run.model, run.criterion, run.test_loader, run.split.num_classes, world=world)
     return epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started)
 
 
-def describe(run, resumed_after):
+def describe(run, resumed_after, world):
     config = run.config
     micro = f" in micro-batches of {config['micro_batch_size']}" if config["micro_batch_size"] else ""
     resumed = f", resumed after epoch {resumed_after}" if resumed_after else ""
-    return (f"training {config['model']} on {run.split.name}: {len(run.train_loader.dataset)} train / "
+    text = (f"training {config['model']} on {run.split.name}: {len(run.train_loader.dataset)} train / "
             f"{len(run.test_loader.dataset)} test images {run.split.image_shape}, {config['optimizer']} lr "
             f"{config['lr']}, batch {config['batch_size']}{micro}, {config['device']} {config['dtype']}{resumed}")
+    return text + describe_ranks(config["batch_size"], world)
+
+
+def describe_ranks(batch_size, world):
+    """How each batch is shared out; more ranks than samples is allowed, and said."""
+    if not world.is_distributed:
+        return ""
+    sizes = distributed.shard_sizes(batch_size, world.size)
+    text = f"\ndata parallel over {world.size} ranks: samples per rank in each batch {sizes}"
+    idle = sizes.count(0)
+    if idle:
+        text += (f"\nnote: {world.size} ranks for batches of {batch_size}: {idle} rank(s) get no sample and only "
+                 f"take part in the reductions; the training is the same, the extra ranks only cost")
+    return text
 
 
 def train_command(parser, argv):
@@ -255,27 +279,38 @@ def train_command(parser, argv):
             run.restore(state, os.path.join(args.resume, CHECKPOINT_FILE))
         except ValueError as error:
             parser.error(f"argument --resume: {error}")
-    print(describe(run, len(run.history)))
+    world = distributed.world()
+    say = print if world.rank == 0 else (lambda *args, **kwargs: None)  # one report, not one per rank
+    say(describe(run, len(run.history), world))
     for epoch in range(len(run.history), config["epochs"]):
         try:
-            record = train_epoch(run, epoch, show_progress=not args.no_progress)
-        except train.TrainingDiverged as error:
-            print(f"minigrad train: error: {error}", file=sys.stderr)
+            record = train_epoch(run, epoch, show_progress=not args.no_progress and world.rank == 0, world=world)
+        except train.TrainingDiverged as error:  # the same loss on every rank: all stop here together
+            say(f"minigrad train: error: {error}", file=sys.stderr)
             return 1
         run.history.append(record)
-        print_epoch(record, config["epochs"])
+        if world.rank == 0:
+            print_epoch(record, config["epochs"])
         if out_dir:
-            write_outputs(out_dir, config, run.split.class_names, run.history, run.snapshot())
+            if world.rank == 0:  # every rank holds the same state; one writes it
+                write_outputs(out_dir, config, run.split.class_names, run.history, run.snapshot())
+            world.barrier()  # nobody runs ahead of a checkpoint that may still fail to be written
     if run.history:
-        print_report(run.history[-1], run.split.class_names, len(run.test_loader.dataset))
+        if world.rank == 0:
+            print_report(run.history[-1], run.split.class_names, len(run.test_loader.dataset))
     if out_dir:
-        print(f"wrote {METRICS_FILE}, {CHECKPOINT_FILE} and {PLOT_FILE} to {out_dir}")
+        say(f"wrote {METRICS_FILE}, {CHECKPOINT_FILE} and {PLOT_FILE} to {out_dir}")
     return 0
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["train"]:
-        return train_command(build_train_parser(), argv[1:])
-    build_parser().parse_args(argv)  # --help, or an argparse error naming the valid commands
-    return 2
+    if argv[:1] != ["train"]:
+        build_parser().parse_args(argv)  # --help, or an argparse error naming the valid commands
+        return 2
+    world = distributed.world()
+    with world.abort_on_error():  # under MPI, one rank failing ends the job instead of hanging it
+        status = train_command(build_train_parser(), argv[1:])
+        if status and world.is_distributed:
+            raise SystemExit(status)
+    return status

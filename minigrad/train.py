@@ -274,16 +274,17 @@ def evaluate(model, criterion, loader, num_classes=None, world=None):
 
 
 def fit(model, criterion, optimizer, train_loader, epochs, micro_batch_size=None, test_loader=None,
-        on_step=None, on_epoch_end=None, first_epoch=0):
+        on_step=None, on_epoch_end=None, first_epoch=0, world=None):
     """Train for ``epochs`` epochs; returns one dict per epoch:
     {"epoch", "train": train_one_epoch's dict, "test": evaluate's dict or None}.
     ``on_epoch_end(record)`` (optional) runs after each epoch, e.g. to save a checkpoint;
-    ``first_epoch`` numbers the epochs of a resumed run (the loader's state_dict keeps the order)."""
+    ``first_epoch`` numbers the epochs of a resumed run (the loader's state_dict keeps the order).
+    ``world``: the processes sharing each batch (default ``distributed.world()``, see there)."""
     history = []
     for epoch in range(first_epoch, first_epoch + epochs):
         train_stats = train_one_epoch(model, criterion, optimizer, train_loader, micro_batch_size,
-                                      epoch=epoch, on_step=on_step)
-        test_stats = evaluate(model, criterion, test_loader) if test_loader is not None else None
+                                      epoch=epoch, on_step=on_step, world=world)
+        test_stats = evaluate(model, criterion, test_loader, world=world) if test_loader is not None else None
         record = {"epoch": epoch, "train": train_stats, "test": test_stats}
         history.append(record)
         if on_epoch_end is not None:

@@ -22,6 +22,7 @@ import minigrad as mg
 from minigrad import distributed, random, train
 from minigrad.data import DataLoader, TensorDataset
 from distributed_cases import NUM_CLASSES, evaluation_setup, gradient_cases, setup
+from test_datasets import write_mnist_files
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(REPO_ROOT, "tests", "distributed_worker.py")
@@ -222,3 +223,96 @@ def test_one_process_world_has_identity_collectives():
     assert world.shard(7) == slice(0, 7) and world.sum_normalizer(2.5) == 2.5
     np.testing.assert_array_equal(world.sum(np.array([1.0, 2.0])), [1.0, 2.0])
     world.check_same_plan({"anything": object()})  # nothing to compare with: no error
+
+
+# ----------------------------------------------------------------------------- the command line
+# MNIST-format files written by the test (100 train, 37 test images): no scikit-learn import
+# in every rank. 100 = 6 x 16 + 4: the last batch is short; 37 is prime; the cnn has dropout.
+CLI_OPTIONS = ["train", "--no-progress", "--dataset", "mnist", "--batch-size", "16", "--micro-batch-size", "3",
+               "--dtype", "float64", "--model", "cnn", "--optimizer", "sgd", "--lr", "0.05"]
+TIMING_KEYS = ("images_per_second", "seconds")
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("mnist")
+    write_mnist_files(directory, train_count=100, test_count=37)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def cli_options(mnist_dir):
+    return [*CLI_OPTIONS, "--data-dir", mnist_dir]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, cli_options):
+    """3 epochs on one process (in-process), 2 ranks and 3 ranks; and 2 epochs on 2 ranks
+    resumed on 3 ranks to 3 epochs. Returns {name: output directory}."""
+    root = tmp_path_factory.mktemp("cli")
+    runs = {name: root / name for name in ("one", "two", "three", "two_then_three")}
+    from minigrad import cli
+    assert cli.main([*cli_options, "--epochs", "3", "--out", str(runs["one"])]) == 0
+    for name, ranks in (("two", 2), ("three", 3)):
+        check_ok(mpiexec(ranks, "-m", "minigrad", *cli_options, "--epochs", "3", "--out", str(runs[name])))
+    check_ok(mpiexec(2, "-m", "minigrad", *cli_options, "--epochs", "2", "--out", str(runs["two_then_three"])))
+    resumed = mpiexec(3, "-m", "minigrad", "train", "--no-progress", "--epochs", "3",
+                      "--resume", str(runs["two_then_three"]))
+    check_ok(resumed)
+    assert "resumed after epoch 2" in resumed.stdout and resumed.stdout.count("epoch 3/3") == 1  # rank 0 only
+    return runs
+
+
+def final_state(directory):
+    from minigrad import checkpoint
+    state = checkpoint.load(os.path.join(directory, "checkpoint.npz"))
+    with open(os.path.join(directory, "metrics.json")) as file:
+        return state, json.load(file)
+
+
+@pytest.mark.parametrize("name", ["two", "three", "two_then_three"])
+def test_cli_run_on_any_ranks_ends_like_one_process(cli_runs, name):
+    """Same parameters (rtol 1e-10), optimizer state, random state and metrics.json numbers as
+    the one-process run; accuracies exactly (they are ratios of integer counts)."""
+    (expected_state, expected_metrics), (state, metrics) = final_state(cli_runs["one"]), final_state(cli_runs[name])
+    for key, value in expected_state["model"].items():
+        np.testing.assert_allclose(state["model"][key], value, rtol=1e-10, atol=1e-14, err_msg=key)
+    assert state["rng"] == expected_state["rng"] and state["loader"] == expected_state["loader"]
+    assert metrics["config"] == expected_metrics["config"] and len(metrics["epochs"]) == 3
+    for epoch, expected in zip(metrics["epochs"], expected_metrics["epochs"]):
+        for key, value in expected.items():
+            if key in TIMING_KEYS:
+                continue
+            if "accuracy" in key:
+                assert epoch[key] == value, key
+            else:
+                np.testing.assert_allclose(epoch[key], value, rtol=1e-10, err_msg=key)
+
+
+def test_ranks_given_different_options_stop_naming_the_option(cli_options):
+    """Two ranks launched with different --lr (MPMD syntax): both stop, the message names 'lr'."""
+    one_rank = [sys.executable, "-m", "minigrad", *cli_options, "--epochs", "1"]
+    command = [mpiexec_path(), "-n", "1", *one_rank, "--lr", "0.05", ":", "-n", "1", *one_rank, "--lr", "0.07"]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1"),
+                            capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert result.returncode != 0
+    assert "ranks disagree on the training plan: 'lr': rank 0 has 0.05, rank 1 has 0.07" in result.stderr
+    assert "epoch 1/1" not in result.stdout
+
+
+def test_example_data_parallel_equals_one_process():
+    result = mpiexec(3, os.path.join(REPO_ROOT, "examples", "data_parallel.py"), "--epochs", "1")
+    check_ok(result)
+    assert "samples per process in each batch: [32, 32, 32]; in the last batch: [31, 31, 31]" in result.stdout
+    difference = float(result.stdout.split("max |parameter difference| after 1 epochs: ")[1].split()[0])
+    assert difference < 1e-12
+
+
+def test_rank_zero_failing_to_write_ends_the_job(cli_options, tmp_path):
+    """--out names a file, so rank 0 (the only writer) fails at the first checkpoint while the
+    other rank waits at the barrier: the job must end non-zero, with rank 0's error."""
+    blocker = tmp_path / "not_a_directory"
+    blocker.write_text("")
+    result = mpiexec(2, "-m", "minigrad", *cli_options, "--epochs", "2", "--out", str(blocker), timeout=120)
+    assert result.returncode != 0
+    assert "not_a_directory" in result.stderr and "epoch 2/2" not in result.stdout
