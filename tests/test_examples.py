@@ -69,7 +69,7 @@ def test_lenet_reads_cifar10_and_reports_each_class(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["y_equals_2x.py", "batch_size_sweep.py", "accumulation_equals_full_batch.py",
-                                  "lenet_cifar10.py"])
+                                  "lenet_cifar10.py", "data_parallel.py"])
 def test_examples_use_only_the_public_api(name):
     source = open(os.path.join(REPO_ROOT, "examples", name)).read()
     imports = re.findall(r"^(?:from|import) (minigrad\S*)", source, re.M)
