@@ -25,3 +25,6 @@ from .creation import (arange, from_numpy, full, full_like, linspace, ones, ones
 long, float, double, int, bool = int64, float32, float64, int32, backend.bool_  # noqa: A001
 
 __version__ = "0.1.0"
+
+# As in PyTorch, ``import minigrad as torch`` reaches torch.nn, torch.optim and torch.utils.data.
+from . import data, nn, optim, utils  # noqa: E402,F401

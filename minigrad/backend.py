@@ -137,6 +137,16 @@ def to_device(array, device: str):
         return cupy.asarray(array)
 
 
+def pinned_host_copy(array):
+    """A copy of the host ``array`` in page-locked (pinned) memory, which a GPU reads directly
+    (no staging copy by the driver; PyTorch's ``pin_memory``). Only for batches bound for CUDA."""
+    cupy = _import_cupy()
+    memory = cupy.cuda.alloc_pinned_memory(array.nbytes)
+    pinned = numpy.frombuffer(memory, dtype=array.dtype, count=array.size).reshape(array.shape)
+    pinned[...] = array
+    return pinned
+
+
 def to_host(array):
     """A NumPy array with the same values (a copy when it lives on a GPU)."""
     return array.get() if is_cupy_array(array) else numpy.asarray(array)

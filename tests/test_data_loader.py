@@ -1,5 +1,6 @@
 """DataLoader: batch counts, every sample once per epoch, seeded order per epoch, resuming."""
 import math
+import os
 
 import numpy as np
 import pytest
@@ -9,7 +10,8 @@ from hypothesis import strategies as st
 import minigrad as mg
 import minigrad.nn as nn
 from minigrad import optim, train
-from minigrad.data import DataLoader, Dataset, TensorDataset
+from minigrad import backend
+from minigrad.data import DataLoader, Dataset, RandomSampler, SequentialSampler, TensorDataset, default_collate
 
 
 def indexed_dataset(n):
@@ -173,3 +175,142 @@ def test_tensor_dataset_with_mismatched_lengths_names_the_shapes():
         TensorDataset(np.zeros((10, 3)), np.zeros(9))
     with pytest.raises(ValueError, match="expected at least one array or tensor, got none"):
         TensorDataset()
+
+
+# ----------------------------------------------------------------------------- PyTorch's options
+class SquaresWithPid(Dataset):
+    """A dataset whose __getitem__ does work and says which process did it."""
+
+    def __len__(self):
+        return 23
+
+    def __getitem__(self, index):
+        return np.full(3, float(index) ** 2), index % 4, os.getpid()
+
+
+def batches_without_pids(loader):
+    return [(x.numpy(), y.numpy()) for x, y, _ in loader]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("persistent_workers", [False, True])
+def test_worker_processes_build_exactly_the_batches_of_the_main_process_in_order(shuffle, persistent_workers):
+    main = DataLoader(SquaresWithPid(), batch_size=4, shuffle=shuffle, seed=5)
+    workers = DataLoader(SquaresWithPid(), batch_size=4, shuffle=shuffle, seed=5, num_workers=2,
+                         persistent_workers=persistent_workers, prefetch_factor=1)
+    for _ in range(2):  # two epochs: persistent workers serve both
+        expected, served = batches_without_pids(main), list(workers)
+        assert len(served) == len(expected) == 6
+        for (x, y, pids), (expected_x, expected_y) in zip(served, expected):
+            np.testing.assert_array_equal(x.numpy(), expected_x)
+            np.testing.assert_array_equal(y.numpy(), expected_y)
+            assert os.getpid() not in set(pids.numpy().tolist())  # built in another process
+    assert {int(p) for _, _, pids in main for p in pids.numpy()} == {os.getpid()}
+
+
+def test_an_error_in_a_worker_reaches_the_main_process():
+    class Broken(Dataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            raise KeyError(f"sample {index} is missing")
+
+    with pytest.raises(KeyError, match="sample 0 is missing"):
+        list(DataLoader(Broken(), batch_size=2, num_workers=1))
+
+
+def test_collate_fn_receives_the_list_of_samples_like_torch():
+    def pad_and_count(samples):
+        return np.stack([s[0] for s in samples]), len(samples)
+
+    for num_workers in (0, 1):
+        loader = DataLoader(SquaresWithPid(), batch_size=10, collate_fn=pad_and_count, num_workers=num_workers)
+        served = list(loader)
+        assert [count for _, count in served] == [10, 10, 3]
+        np.testing.assert_array_equal(served[2][0].numpy()[:, 0], [400.0, 441.0, 484.0])
+
+
+def test_default_collate_stacks_fields_like_torch():
+    import torch
+    from torch.utils.data import default_collate as torch_collate
+
+    samples = [(np.array([1.0, 2.0]), 3, 0.5), (np.array([4.0, 5.0]), 6, 1.5)]
+    ours, theirs = default_collate(samples), torch_collate(samples)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a, b.numpy())
+        assert str(a.dtype) == str(b.dtype).replace("torch.", "")
+    dicts = [{"x": np.ones(2), "y": 1}, {"x": np.zeros(2), "y": 2}]
+    np.testing.assert_array_equal(default_collate(dicts)["x"], torch_collate(dicts)["x"].numpy())
+    assert isinstance(torch.tensor(0), torch.Tensor)
+
+
+def test_a_sampler_sets_the_order_like_torch():
+    from torch.utils.data import DataLoader as TorchLoader
+
+    order = [5, 0, 7, 7, 2]
+    ours = DataLoader(indexed_dataset(10), batch_size=2, sampler=order)
+    theirs = TorchLoader(list(range(10)), batch_size=2, sampler=order)
+    assert len(ours) == len(theirs) == 3
+    assert served_indices(ours) == [int(i) for batch in theirs for i in batch] == order
+    assert served_indices(DataLoader(indexed_dataset(4), 3, sampler=SequentialSampler(range(4)))) == [0, 1, 2, 3]
+    mg.manual_seed(0)
+    assert sorted(served_indices(DataLoader(indexed_dataset(6), 4, sampler=RandomSampler(range(6))))) == list(range(6))
+    with pytest.raises(ValueError, match="sampler: the sampler sets the order, so shuffle must be False"):
+        DataLoader(indexed_dataset(4), 2, shuffle=True, sampler=order)
+
+
+def test_pin_memory_on_the_cpu_gives_the_same_batches():
+    plain = [x.numpy() for x, _ in DataLoader(indexed_dataset(7), 3)]
+    pinned = [x.numpy() for x, _ in DataLoader(indexed_dataset(7), 3, pin_memory=True)]
+    for a, b in zip(plain, pinned):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pin_memory_stages_cuda_batches_in_pinned_host_memory(monkeypatch):
+    # No GPU here: a stand-in for CuPy's pinned allocator, and the copy to the device recorded.
+    class PinnedBuffer(bytearray):
+        pass
+
+    allocated, copied = [], []
+
+    class FakeCupy:
+        class cuda:
+            @staticmethod
+            def alloc_pinned_memory(size):
+                allocated.append(PinnedBuffer(size))
+                return allocated[-1]
+
+    monkeypatch.setattr(backend, "_cupy", FakeCupy)
+    loader = DataLoader(indexed_dataset(5), batch_size=2, pin_memory=True)
+    loader.device = "cuda:0"  # as if asked for on a CUDA machine
+    monkeypatch.setattr(backend, "to_device", lambda array, device: copied.append(array) or array)
+    monkeypatch.setattr(backend, "parse_device", lambda device: "cpu" if device is None else device)
+    batches = list(loader)
+    assert len(allocated) == len(copied) == 6  # every field of every batch went through pinned memory
+    def memory_owner(array):
+        while isinstance(array, np.ndarray) and array.base is not None:
+            array = array.base
+        return array.obj if isinstance(array, memoryview) else array
+
+    assert all(isinstance(memory_owner(array), PinnedBuffer) for array in copied)
+    np.testing.assert_array_equal(batches[2][0].numpy(), [[4.0, 1.0]])
+
+
+def test_pin_memory_on_a_real_gpu_gives_the_same_batches():
+    if not mg.cuda.is_available():
+        pytest.skip("CUDA backend not available here (CuPy not installed or no GPU visible)")
+    plain = [x.numpy() for x, _ in DataLoader(indexed_dataset(7), 3, device="cuda")]
+    pinned = [x for x, _ in DataLoader(indexed_dataset(7), 3, device="cuda", pin_memory=True)]
+    assert all(x.device == "cuda:0" for x in pinned)
+    for a, b in zip(plain, pinned):
+        np.testing.assert_array_equal(a, b.numpy())
+
+
+def test_bad_worker_options_are_rejected_like_torch():
+    with pytest.raises(ValueError, match="num_workers: expected an int >= 0, got -1"):
+        DataLoader(indexed_dataset(4), num_workers=-1)
+    with pytest.raises(ValueError, match="persistent_workers: needs num_workers > 0"):
+        DataLoader(indexed_dataset(4), persistent_workers=True)
+    with pytest.raises(TypeError, match="collate_fn: expected a function"):
+        DataLoader(indexed_dataset(4), collate_fn=3)

@@ -1,4 +1,5 @@
 """Data (``minigrad.data``): datasets and the batching ``DataLoader``."""
 from .dataset import Dataset, TensorDataset  # noqa: F401
-from .loader import DataLoader  # noqa: F401
+from .loader import (DataLoader, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,  # noqa: F401
+                     default_collate)
 from .datasets import DatasetSplit, load_cifar10, load_dataset, load_digits, load_mnist  # noqa: F401

@@ -4,10 +4,20 @@ The order of epoch ``e`` is ``np.random.default_rng([seed, e]).permutation(N)``:
 only on the seed and the epoch number, so a run is repeatable, every epoch is shuffled
 differently, a resumed run (``load_state_dict``) continues with the same order, and splitting
 a batch into micro-batches later (``train.accumulate``) cannot change which samples meet.
+A ``sampler`` (any iterable of sample indices with a length) replaces that order with its own.
+
+``num_workers > 0`` builds batches in that many worker processes (worth it when a dataset's
+``__getitem__`` does real work: decoding, augmenting). The main process hands out the batches'
+index lists in order and takes the results back in the same order, so the batches are exactly
+those of ``num_workers=0``. Workers build host arrays only; moving a batch to the device (through
+pinned host memory with ``pin_memory=True`` on CUDA) happens in the main process.
 """
 from __future__ import annotations
 
+import collections
+import multiprocessing
 import numbers
+import weakref
 
 from .. import backend, random
 from ..backend import np
@@ -16,23 +26,38 @@ from .dataset import TensorDataset
 
 
 class DataLoader:
-    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, seed=None, device=None):
+    def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, num_workers=0, collate_fn=None,
+                 pin_memory=False, drop_last=False, *, persistent_workers=False, prefetch_factor=2, seed=None,
+                 device=None):
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
+        check_worker_options(num_workers, persistent_workers, prefetch_factor, collate_fn)
+        if sampler is not None and shuffle:
+            raise ValueError("sampler: the sampler sets the order, so shuffle must be False (as PyTorch)")
+        if sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
+            raise TypeError(f"sampler: expected an iterable of sample indices with a length, got "
+                            f"{type(sampler).__name__}")
         self.dataset, self.batch_size = dataset, int(batch_size)
-        self.shuffle, self.drop_last = bool(shuffle), bool(drop_last)
+        self.shuffle, self.drop_last, self.sampler = bool(shuffle), bool(drop_last), sampler
+        self.collate_fn = collate_fn if collate_fn is not None else default_collate
+        self.num_workers, self.persistent_workers = int(num_workers), bool(persistent_workers)
+        self.prefetch_factor, self.pin_memory = int(prefetch_factor), bool(pin_memory)
         if seed is None:  # take one from minigrad's global generator: mg.manual_seed still fixes it
             seed = random.generator().integers(2**63) if shuffle else 0  # (unshuffled: nothing drawn)
         self.seed = int(seed)
         self.device = backend.parse_device(device)
         self.epoch = 0  # the epoch the next iteration will run
+        self._pool = None  # the worker processes kept between epochs (persistent_workers)
 
     def __len__(self):
         """ceil(N / batch_size) batches, or floor(N / batch_size) with drop_last."""
-        full, rest = divmod(len(self.dataset), self.batch_size)
+        full, rest = divmod(self._num_samples(), self.batch_size)
         return full + (1 if rest and not self.drop_last else 0)
+
+    def _num_samples(self):
+        return len(self.sampler) if self.sampler is not None else len(self.dataset)
 
     def set_epoch(self, epoch):
         if not isinstance(epoch, numbers.Integral) or epoch < 0:
@@ -41,22 +66,76 @@ class DataLoader:
 
     def epoch_order(self, epoch):
         """The sample indices of ``epoch`` in the order they are served."""
+        if self.sampler is not None:
+            return np.asarray(list(self.sampler), dtype=np.int64)
         n = len(self.dataset)
         return np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     def __iter__(self):
         order = self.epoch_order(self.epoch)
         self.epoch += 1  # counted when the epoch starts: a second `for` gets a new order
-        starts = range(0, len(self) * self.batch_size, self.batch_size)
-        return (self._batch(order[start:start + self.batch_size]) for start in starts)
+        index_lists = [order[start:start + self.batch_size]
+                       for start in range(0, len(self) * self.batch_size, self.batch_size)]
+        host_batches = (self._in_workers(index_lists) if self.num_workers
+                        else (self._host_batch(indices) for indices in index_lists))
+        return (self._to_device(batch) for batch in host_batches)
 
-    def _batch(self, indices):
-        if isinstance(self.dataset, TensorDataset):
-            fields = [array[indices] for array in self.dataset.arrays]  # one indexing per array, no loop
-        else:
-            samples = [self.dataset[int(i)] for i in indices]
-            fields = [np.stack([_host(sample[k]) for sample in samples]) for k in range(len(samples[0]))]
-        return tuple(Tensor(field, device=self.device) for field in fields)
+    def _host_batch(self, indices):
+        return host_batch(self.dataset, self.collate_fn, indices)
+
+    def _to_device(self, batch):
+        """Host arrays (in tuples, lists, dicts) become Tensors on the loader's device; with
+        ``pin_memory`` on CUDA each array is first staged in page-locked host memory, which the
+        GPU copies from directly (PyTorch's pin_memory). Anything else is left as collate made it."""
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._to_device(field) for field in batch)
+        if isinstance(batch, dict):
+            return {key: self._to_device(field) for key, field in batch.items()}
+        if isinstance(batch, Tensor):
+            batch = batch.array
+        if isinstance(batch, np.ndarray):
+            if self.pin_memory and self.device != "cpu":
+                batch = backend.pinned_host_copy(batch)
+            return Tensor(batch, device=self.device)
+        return batch
+
+    # ------------------------------------------------------------------ worker processes
+    def _in_workers(self, index_lists):
+        """Host batches built by the worker processes, yielded in the order of ``index_lists``.
+
+        At most ``prefetch_factor * num_workers`` batches are in flight: enough to keep every
+        worker busy while the training step runs, without loading the whole epoch ahead.
+        """
+        pool = self._pool or self._start_workers()
+        in_flight, pending = collections.deque(), iter(index_lists)
+        try:
+            for indices in pending:
+                in_flight.append(pool.apply_async(_worker_batch, (indices,)))
+                if len(in_flight) >= self.prefetch_factor * self.num_workers:
+                    break
+            while in_flight:
+                batch = in_flight.popleft().get()
+                for indices in pending:  # refill: one batch taken out, one handed out
+                    in_flight.append(pool.apply_async(_worker_batch, (indices,)))
+                    break
+                yield batch
+        finally:
+            if not self.persistent_workers:
+                pool.terminate()
+
+    def _start_workers(self):
+        """A pool of worker processes holding this loader's dataset and collate function.
+
+        "fork" where the OS has it: workers inherit the dataset instead of unpickling a copy.
+        """
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        pool = context.Pool(self.num_workers, initializer=_start_worker,
+                            initargs=(self.dataset, self.collate_fn))
+        if self.persistent_workers:
+            self._pool = pool
+            weakref.finalize(self, pool.terminate)
+        return pool
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self):
@@ -71,6 +150,115 @@ class DataLoader:
         self.set_epoch(state["epoch"])
         self.seed = int(seed)
 
+    def __getstate__(self):  # a loader travels to other processes without its worker pool
+        return {**self.__dict__, "_pool": None}
+
+
+def check_worker_options(num_workers, persistent_workers, prefetch_factor, collate_fn):
+    if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ValueError(f"num_workers: expected an int >= 0, got {num_workers!r}")
+    if persistent_workers and num_workers == 0:
+        raise ValueError("persistent_workers: needs num_workers > 0 (as PyTorch), got num_workers=0")
+    if not isinstance(prefetch_factor, numbers.Integral) or prefetch_factor < 1:
+        raise ValueError(f"prefetch_factor: expected a positive int, got {prefetch_factor!r}")
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(f"collate_fn: expected a function of a list of samples, got {type(collate_fn).__name__}")
+
+
+def host_batch(dataset, collate_fn, indices):
+    """The batch of ``indices`` as host arrays: what a worker process (or the main one) builds."""
+    if isinstance(dataset, TensorDataset) and collate_fn is default_collate:
+        return tuple(array[indices] for array in dataset.arrays)  # one indexing per array, no loop
+    return collate_fn([dataset[int(i)] for i in indices])
+
+
+# Each worker process holds the dataset and collate function it was started with.
+_worker_dataset = _worker_collate = None
+
+
+def _start_worker(dataset, collate_fn):
+    global _worker_dataset, _worker_collate
+    _worker_dataset, _worker_collate = dataset, collate_fn
+
+
+def _worker_batch(indices):
+    return _host_arrays(host_batch(_worker_dataset, _worker_collate, indices))
+
+
+def _host_arrays(batch):
+    """Tensors in a worker's batch travel back as their host arrays (the main process rewraps them)."""
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_host_arrays(field) for field in batch)
+    if isinstance(batch, dict):
+        return {key: _host_arrays(field) for key, field in batch.items()}
+    return batch.numpy() if isinstance(batch, Tensor) else batch
+
+
+# ----------------------------------------------------------------------------- collate
+def default_collate(samples):
+    """Stack a list of samples into one batch, field by field (PyTorch's default_collate):
+    tuples and lists of fields give a tuple of stacked arrays, dicts a dict, arrays and numbers
+    one stacked array (Python floats as float64, ints as int64, as PyTorch does here)."""
+    first = samples[0]
+    if isinstance(first, (tuple, list)):
+        if any(len(sample) != len(first) for sample in samples):
+            raise ValueError(f"default_collate: every sample must have {len(first)} fields, got "
+                             f"{sorted({len(sample) for sample in samples})}")
+        return tuple(default_collate([sample[k] for sample in samples]) for k in range(len(first)))
+    if isinstance(first, dict):
+        return {key: default_collate([sample[key] for sample in samples]) for key in first}
+    return np.stack([_host(sample) for sample in samples])
+
 
 def _host(value):
-    return value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+    if isinstance(value, Tensor):
+        return value.numpy()
+    if isinstance(value, bool):
+        return np.asarray(value)
+    if isinstance(value, numbers.Integral):
+        return np.asarray(value, dtype=np.int64)
+    return np.asarray(value)
+
+
+# ----------------------------------------------------------------------------- samplers
+class Sampler:
+    """An order of sample indices for one epoch: define ``__iter__`` and ``__len__``."""
+
+    def __iter__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__")
+
+    def __len__(self):
+        raise NotImplementedError(f"{type(self).__name__} must define __len__")
+
+
+class SequentialSampler(Sampler):
+    def __init__(self, data_source):
+        self.data_source = data_source
+
+    def __iter__(self):
+        return iter(range(len(self.data_source)))
+
+    def __len__(self):
+        return len(self.data_source)
+
+
+class SubsetRandomSampler(Sampler):
+    """The given indices in a fresh random order each epoch (from minigrad's seeded generator:
+    other orders than PyTorch's for the same seed)."""
+
+    def __init__(self, indices):
+        self.indices = list(indices)
+
+    def __iter__(self):
+        order = random.generator().permutation(len(self.indices))
+        return iter([self.indices[i] for i in order])
+
+    def __len__(self):
+        return len(self.indices)
+
+
+class RandomSampler(SubsetRandomSampler):
+    """Every sample once, in a fresh random order each epoch (see ``SubsetRandomSampler``)."""
+
+    def __init__(self, data_source):
+        super().__init__(range(len(data_source)))

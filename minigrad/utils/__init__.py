@@ -1,0 +1,3 @@
+"""``minigrad.utils.data`` is ``minigrad.data`` under PyTorch's path (``torch.utils.data``), so a
+program that writes ``torch.utils.data.DataLoader`` runs with ``import minigrad as torch``."""
+from .. import data  # noqa: F401
