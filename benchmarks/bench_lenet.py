@@ -50,9 +50,13 @@ def minigrad_step_fn(batch_size, device):
     sys.path.insert(0, REPO_ROOT)
     import minigrad as mg
     import minigrad.nn as nn
-    from minigrad import optim
+    from minigrad import backend, optim
     from minigrad.backend import np
 
+    # As `python -m minigrad train` does: glibc keeps freed activation-sized blocks for the next
+    # step instead of unmapping them (backend.py says why). Process-wide, so the PyTorch worker,
+    # a separate process, runs with glibc's defaults. MINIGRAD_KEEP_FREED_MEMORY=0 turns it off.
+    backend.keep_freed_host_memory_for_reuse()
     mg.manual_seed(0)
     model = lenet(nn).to(device)
     criterion = nn.CrossEntropyLoss()

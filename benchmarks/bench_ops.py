@@ -122,7 +122,12 @@ def measure(args):
     from bench_lenet import wait_until_idle
     import minigrad as mg
     import torch
-    from minigrad.backend import parse_device, xp_for
+    from minigrad.backend import keep_freed_host_memory_for_reuse, parse_device, xp_for
+
+    # As `python -m minigrad train` does: glibc keeps freed activation-sized blocks for reuse
+    # (backend.py says why). Process-wide: PyTorch's ops in this process run with it too.
+    # MINIGRAD_KEEP_FREED_MEMORY=0 turns it off.
+    keep_freed_host_memory_for_reuse()
 
     torch.set_num_threads(args.threads)
     device = args.device

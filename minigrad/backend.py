@@ -220,8 +220,11 @@ def keep_freed_host_memory_for_reuse() -> bool:
     serves big blocks with mmap and hands them back to the OS on free, so each step pays for
     fresh zeroed pages again (LeNet, batch 512: ~10k page faults, a quarter of a CPU step).
     CuPy's memory pool does this job on the GPU. A no-op where malloc is not glibc's, and
-    when the environment sets MINIGRAD_KEEP_FREED_MEMORY=0 (the setting is process-wide: it
-    also applies to the rest of the program that imported minigrad).
+    when the environment sets MINIGRAD_KEEP_FREED_MEMORY=0.
+
+    The setting is process-wide (it also applies to the rest of the program), so importing
+    minigrad never makes it: the entry points that want it call this, ``python -m minigrad
+    train`` (cli.py) and the benchmarks. A program of your own can call it too.
     """
     if os.environ.get("MINIGRAD_KEEP_FREED_MEMORY", "1") == "0":
         return False
@@ -232,6 +235,3 @@ def keep_freed_host_memory_for_reuse() -> bool:
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
     return bool(mallopt(m_mmap_threshold, 32 * 1024 * 1024)  # glibc's maximum
                 and mallopt(m_trim_threshold, 256 * 1024 * 1024))
-
-
-keep_freed_host_memory_for_reuse()

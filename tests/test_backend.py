@@ -1,5 +1,6 @@
 """The NumPy/CuPy backend: one module owns the array libraries, devices never mix silently."""
 import ast
+import os
 import pathlib
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import pytest
 
 import minigrad as mg
 import minigrad.nn as nn
-from minigrad import backend
+from minigrad import backend, cli
 from minigrad.tensor import check_same_device
 
 from conftest import CUDA_SKIP_REASON
@@ -166,3 +167,23 @@ def test_keeping_freed_host_memory_can_be_turned_off(monkeypatch):
     """The malloc setting is process-wide, so a program embedding minigrad can refuse it."""
     monkeypatch.setenv("MINIGRAD_KEEP_FREED_MEMORY", "0")
     assert backend.keep_freed_host_memory_for_reuse() is False
+
+
+def test_importing_minigrad_leaves_malloc_alone():
+    """The process-wide malloc setting is an entry point's choice, never a side effect of import."""
+    script = ("import ctypes\n"
+              "opened = []\n"
+              "real_cdll = ctypes.CDLL\n"
+              "ctypes.CDLL = lambda name, *a, **k: opened.append(name) or real_cdll(name, *a, **k)\n"
+              "import minigrad, minigrad.nn, minigrad.optim, minigrad.data, minigrad.train, minigrad.memory\n"
+              "assert 'libc.so.6' not in opened, opened\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120,
+                   cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_the_train_command_keeps_freed_memory_for_reuse(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(backend, "keep_freed_host_memory_for_reuse", lambda: calls.append(True))
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert calls == [True]
