@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numbers
 
-from . import backend, random
+from . import backend, dtypes, random
 from .backend import np
 from .tensor import Tensor
 
@@ -14,21 +14,16 @@ def _make(host_array, device, requires_grad):
     return Tensor(array, requires_grad=requires_grad)
 
 
-def _float_dtype(dtype):
-    """``dtype=None`` means the default float32, as in PyTorch (NumPy's default would be float64)."""
-    return backend.float32 if dtype is None else backend.parse_dtype(dtype)
-
-
 def _shape(shape):
     return tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else tuple(shape)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False):
-    return _make(np.zeros(_shape(shape), dtype=_float_dtype(dtype)), device, requires_grad)
+    return _make(np.zeros(_shape(shape), dtype=dtypes.float_or_default(dtype)), device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False):
-    return _make(np.ones(_shape(shape), dtype=_float_dtype(dtype)), device, requires_grad)
+    return _make(np.ones(_shape(shape), dtype=dtypes.float_or_default(dtype)), device, requires_grad)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
@@ -41,13 +36,13 @@ def full(size, fill_value, dtype=None, device=None, requires_grad=False):
 def randn(*shape, dtype=None, device=None, requires_grad=False):
     """Standard normal samples. minigrad's generator is NumPy's PCG64: the same seed gives
     other numbers than PyTorch's (the distribution is the same)."""
-    values = random.generator().standard_normal(_shape(shape)).astype(_float_dtype(dtype))
+    values = random.generator().standard_normal(_shape(shape)).astype(dtypes.float_or_default(dtype))
     return _make(values, device, requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False):
     """Uniform samples in [0, 1) (other numbers than PyTorch's for the same seed, see ``randn``)."""
-    values = random.generator().random(_shape(shape)).astype(_float_dtype(dtype))
+    values = random.generator().random(_shape(shape)).astype(dtypes.float_or_default(dtype))
     return _make(values, device, requires_grad)
 
 
@@ -66,12 +61,7 @@ def randint(*args, size=None, dtype=None, device=None):
 
 def arange(start, stop=None, step=1, dtype=None, device=None):
     values = np.arange(start, stop, step) if stop is not None else np.arange(start)
-    if dtype is not None:
-        values = values.astype(_float_dtype(dtype))
-    elif values.dtype.kind == "i":
-        values = values.astype(backend.int64)
-    else:
-        values = values.astype(backend.float32)
+    values = dtypes.as_pytorch_default(values) if dtype is None else values.astype(backend.parse_dtype(dtype))
     return _make(values, device, False)
 
 
@@ -84,7 +74,7 @@ def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
     """
     if not isinstance(steps, numbers.Integral) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps: expected a non-negative int, got {steps!r}")
-    dtype = _float_dtype(dtype)
+    dtype = dtypes.float_or_default(dtype)
     start, end = dtype.type(start), dtype.type(end)
     step = (end - start) / dtype.type(steps - 1) if steps > 1 else dtype.type(0)
     index = np.arange(steps)

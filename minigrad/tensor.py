@@ -8,30 +8,8 @@ from __future__ import annotations
 import numbers
 import weakref
 
-from . import backend
+from . import backend, dtypes
 from .backend import np
-
-
-def _default_dtype_for(value):
-    """PyTorch's rule for Python data: floats -> float32, ints -> int64, bools -> bool."""
-    if isinstance(value, bool):
-        return np.dtype(bool)
-    if isinstance(value, numbers.Integral):
-        return backend.int64
-    return backend.float32
-
-
-def _host_array(data, dtype):
-    """Turn Python data (scalars, nested lists) into a NumPy array with PyTorch's dtypes."""
-    array = np.asarray(data)
-    backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
-    if dtype is not None:
-        return array.astype(dtype, copy=False)
-    if array.dtype == np.float64 and not isinstance(data, np.ndarray) and not isinstance(data, np.generic):
-        return array.astype(backend.float32)  # Python floats default to float32, as in PyTorch
-    if array.dtype.kind in "iu" and not isinstance(data, (np.ndarray, np.generic)):
-        return array.astype(backend.int64)
-    return array
 
 
 def check_is_tensor(value, argument):
@@ -82,7 +60,7 @@ class Tensor:
             if device is not None:
                 array = backend.to_device(array, backend.parse_device(device))
         else:
-            array = _host_array(data, dtype)
+            array = dtypes.from_python_data(data, dtype)
             device = backend.parse_device(device)
             if device != "cpu":
                 array = backend.to_device(array, device)
@@ -313,12 +291,7 @@ class Tensor:
             return other
         if isinstance(other, numbers.Number):
             xp = backend.xp_of(self.array)
-            dtype = self.dtype
-            if dtype.kind != "f" and not isinstance(other, numbers.Integral):  # np.float32 too
-                dtype = backend.float32
-            elif dtype == bool and not isinstance(other, (bool, np.bool_)):  # bool + 2 -> int64
-                dtype = backend.int64
-            return Tensor._wrap(xp.asarray(other, dtype=dtype))
+            return Tensor._wrap(xp.asarray(other, dtype=dtypes.scalar_dtype(self.dtype, other)))
         if backend.is_cupy_array(other):
             return Tensor._wrap(other)
         return Tensor(other)

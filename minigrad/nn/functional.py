@@ -1,13 +1,13 @@
 """``minigrad.nn.functional``: the stateless ops that layers call, under PyTorch's names."""
 from __future__ import annotations
 
+from ..dtypes import check_same_dtype
 from ..ops.conv import conv2d  # noqa: F401
 from ..ops.dropout import dropout  # noqa: F401
 from ..ops.elementwise import relu, sigmoid, tanh  # noqa: F401
 from ..ops.layout import is_integer, pair  # noqa: F401
 from ..ops.loss import (REDUCTIONS, binary_cross_entropy_with_logits, check_reduction, cross_entropy,  # noqa: F401
                         cross_entropy_normalizer, mse_loss, nll_loss)
-from ..ops.linalg import check_same_dtype
 from ..ops.pool import avg_pool2d, max_pool2d  # noqa: F401
 from ..ops.shape import pad  # noqa: F401
 from ..ops.softmax import log_softmax, softmax  # noqa: F401

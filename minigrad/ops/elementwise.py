@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numbers
 
-from .. import backend
+from .. import backend, dtypes
 from ..autograd import Function
 from ..tensor import Tensor
 
@@ -241,31 +241,23 @@ class ToDevice(Function):
 
 
 def promote(a, b, true_division=False):
-    """PyTorch's type promotion for two tensors, made explicit before NumPy sees them.
+    """PyTorch's type promotion for two tensors (``dtypes.operand_dtypes``), made explicit
+    before NumPy sees them. Only integer and bool tensors are ever cast, and they never require
+    grad, so the cast needs no graph."""
+    if a.dtype == b.dtype and not true_division:
+        return a, b  # the common case, and nothing to decide
+    a_dtype, b_dtype = dtypes.operand_dtypes(a.dtype, b.dtype, true_division)
+    return _as_dtype(a, a_dtype), _as_dtype(b, b_dtype)
 
-    A float tensor wins over an integer (or bool) one whatever their sizes, so
-    ``int64 * float32 -> float32`` (NumPy alone would give float64); two floats give the wider
-    one; ``int / int`` gives the default float32. Integer tensors never require grad, so the
-    cast needs no graph.
-    """
 
-    def as_dtype(t, dtype):
-        return t if t.dtype == dtype else Tensor._wrap(t.array.astype(dtype))
-
-    a_float, b_float = a.dtype.kind == "f", b.dtype.kind == "f"
-    if a_float and not b_float:
-        return a, as_dtype(b, a.dtype)
-    if b_float and not a_float:
-        return as_dtype(a, b.dtype), b
-    if not a_float and true_division:
-        return as_dtype(a, backend.float32), as_dtype(b, backend.float32)
-    return a, b
+def _as_dtype(t, dtype):
+    return t if t.dtype == dtype else Tensor._wrap(t.array.astype(dtype))
 
 
 def as_floating(a):
-    """Integer and bool tensors enter exp, log, sin, ... as float32, PyTorch's default float
-    (NumPy would compute them in float64)."""
-    return a if a.dtype.kind == "f" else cast(a, backend.float32)
+    """Integer and bool tensors enter exp, log, sin, ... as float32 (``dtypes.math_dtype``)."""
+    dtype = dtypes.math_dtype(a.dtype)
+    return a if dtype == a.dtype else cast(a, dtype)
 
 
 def add(a, b):
@@ -296,8 +288,9 @@ def pow(a, exponent):
     """
     if isinstance(exponent, numbers.Number):
         exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
-        if a.dtype.kind != "f" and isinstance(exponent, float):
-            a = cast(a, backend.float32)
+        base_dtype = dtypes.pow_base_dtype(a.dtype, exponent)
+        if base_dtype != a.dtype:
+            a = cast(a, base_dtype)
         return PowScalar.apply(a, exponent=exponent)
     return Pow.apply(*promote(a, a._operand(exponent)))
 

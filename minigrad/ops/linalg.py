@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
+from ..dtypes import check_same_dtype
 from ..tensor import check_is_tensor
 
 
@@ -32,13 +33,6 @@ class MatMul(Function):
             if b.ndim == 1:
                 grad_b = grad_b.reshape(-1, b.shape[0]).sum(axis=0)
         return grad_a, grad_b  # batch axes that were broadcast are summed by unbroadcast
-
-
-def check_same_dtype(op_name, first, second, first_name, second_name):
-    """Refuse mixed dtypes as PyTorch does: NumPy would quietly run the whole product in float64."""
-    if first.dtype != second.dtype:
-        raise TypeError(f"{op_name}: expected {first_name} and {second_name} to have the same dtype, "
-                        f"got {first.dtype} and {second.dtype}")
 
 
 def matmul(a, b):

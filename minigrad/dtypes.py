@@ -1,0 +1,120 @@
+"""The dtype rules, in one place: which dtype each result gets.
+
+minigrad computes with NumPy (or CuPy) but promises PyTorch's dtypes, so wherever the two
+libraries disagree, the rule is made explicit here before NumPy sees the operands. Everywhere
+else NumPy's answer already is PyTorch's (float32 + float64 -> float64, int32 + int64 -> int64,
+``float32 tensor * 0.5`` -> float32 under NumPy 2's NEP 50) and nothing needs doing.
+
+Where PyTorch's rule (minigrad's) differs from NumPy's, one row per rule; tests/test_dtypes.py
+checks every row against both libraries and against minigrad:
+
+=====================================  ==========================  ==========================
+case                                   NumPy gives                 PyTorch (and minigrad) gives
+=====================================  ==========================  ==========================
+Python floats as data: ``[0.5]``       float64                     float32 (the default float)
+a factory without dtype: ``zeros(3)``  float64                     float32
+int tensor op float tensor             the wider one, e.g.         the float's dtype:
+(``int64 * float32``)                  float64                     float32
+int tensor / int tensor                float64                     float32
+int tensor op Python float             float64                     float32
+(``int64 * 0.5``, ``int64 ** 0.5``)
+exp, log, sqrt, ... of an int tensor   float64                     float32
+float32 @ float64 (matmul, linear)     float64                     an error: one dtype wanted
+=====================================  ==========================  ==========================
+
+Read next: ``ops/elementwise.py`` (the ops that apply these rules), then ``tensor.py``.
+"""
+from __future__ import annotations
+
+import numbers
+
+from . import backend
+from .backend import np
+
+# Where PyTorch's rule differs from NumPy's: (case, what NumPy gives, what PyTorch gives).
+# The same rows as the table above, as data for the test that checks them.
+PYTORCH_VS_NUMPY = (
+    ("python float data", "float64", "float32"),
+    ("factory without dtype", "float64", "float32"),
+    ("int64 tensor * float32 tensor", "float64", "float32"),
+    ("int64 tensor / int64 tensor", "float64", "float32"),
+    ("int64 tensor * python float", "float64", "float32"),
+    ("int64 tensor ** python float", "float64", "float32"),
+    ("exp of an int64 tensor", "float64", "float32"),
+    ("float32 @ float64", "float64", "error"),
+)
+
+
+def from_python_data(data, dtype=None):
+    """A NumPy array of ``data`` (scalars, nested lists, arrays) with PyTorch's dtype for it.
+
+    Arrays keep their dtype; Python floats become float32 and Python ints int64 (NumPy: float64,
+    and the platform's int), unless ``dtype`` says otherwise.
+    """
+    array = np.asarray(data)
+    backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
+    if dtype is not None:
+        return array.astype(dtype, copy=False)
+    if isinstance(data, (np.ndarray, np.generic)):
+        return array
+    return as_pytorch_default(array)
+
+
+def as_pytorch_default(array):
+    """An array made from Python numbers, in PyTorch's dtype: floats float32, integers int64."""
+    if array.dtype == np.float64:
+        return array.astype(backend.float32)
+    if array.dtype.kind in "iu":
+        return array.astype(backend.int64)
+    return array
+
+
+def float_or_default(dtype):
+    """A factory's dtype: the one asked for, else PyTorch's default float32 (NumPy's: float64)."""
+    return backend.float32 if dtype is None else backend.parse_dtype(dtype)
+
+
+def scalar_dtype(tensor_dtype, scalar):
+    """The dtype a Python (or NumPy) number takes beside a tensor of ``tensor_dtype``.
+
+    The tensor's own dtype, so ``x32 * 0.5`` stays float32; but a fractional number next to an
+    integer or bool tensor is float32, and an int next to a bool tensor is int64.
+    """
+    if tensor_dtype.kind != "f" and not isinstance(scalar, numbers.Integral):  # np.float32 too
+        return backend.float32
+    if tensor_dtype == bool and not isinstance(scalar, (bool, np.bool_)):  # bool + 2 -> int64
+        return backend.int64
+    return tensor_dtype
+
+
+def operand_dtypes(a, b, true_division=False):
+    """The dtypes two tensors of dtypes ``a`` and ``b`` enter a binary op with (PyTorch's promotion).
+
+    A float wins over an integer (or bool) whatever their sizes; two floats or two integers are
+    left to NumPy, which agrees with PyTorch (the wider one); ``int / int`` is float32.
+    """
+    a_float, b_float = a.kind == "f", b.kind == "f"
+    if a_float and not b_float:
+        return a, a
+    if b_float and not a_float:
+        return b, b
+    if not a_float and true_division:
+        return backend.float32, backend.float32
+    return a, b
+
+
+def math_dtype(dtype):
+    """The dtype exp, log, sqrt, sin, ... compute in: floats keep theirs, the rest get float32."""
+    return dtype if dtype.kind == "f" else backend.float32
+
+
+def pow_base_dtype(base, exponent):
+    """``base ** exponent`` with a number as exponent: a fractional one lifts an integer base to float32."""
+    return backend.float32 if base.kind != "f" and isinstance(exponent, float) else base
+
+
+def check_same_dtype(op_name, first, second, first_name, second_name):
+    """Refuse mixed dtypes as PyTorch does: NumPy would quietly run the whole product in float64."""
+    if first.dtype != second.dtype:
+        raise TypeError(f"{op_name}: expected {first_name} and {second_name} to have the same dtype, "
+                        f"got {first.dtype} and {second.dtype}")
