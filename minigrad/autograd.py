@@ -212,10 +212,11 @@ def gradient_destination(tensor):
     return tensor._fn if tensor._fn is not None else tensor
 
 
-def _topological_order(root):
+def topological_order(root):
     """Nodes that lead to ``root``, each after all of its parents (iterative DFS, no recursion).
 
-    A node is a Function, or a leaf Tensor (which has no parents).
+    A node is a Function, or a leaf Tensor (which has no parents). The one walk over the graph:
+    ``backward`` runs it in reverse, and ``memory`` adds up what its Functions saved.
     """
     order, visited = [], set()
     stack = [(root, False)]
@@ -246,7 +247,7 @@ def backward(root, grad=None, retain_graph=False):
         raise RuntimeError("backward: the tensor does not require grad and has no graph "
                            "(was it computed under no_grad, or from tensors without requires_grad?)")
     pending = {id(root_node): initial_gradient(root, grad)}  # gradients still to flow on, per node
-    for node in reversed(_topological_order(root_node)):
+    for node in reversed(topological_order(root_node)):
         node_grad = pending.pop(id(node), None)
         if node_grad is None:
             continue
