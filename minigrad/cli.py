@@ -93,7 +93,8 @@ def add_train_options(parser):
                        help="L2 (sgd, adam) or decoupled (adamw) weight decay; default: the optimizer's "
                             "(0, or 0.01 for adamw)")
     run = parser.add_argument_group("run")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--device", default="cpu",
+                     help="cpu, cuda or cuda:N (under mpiexec, cuda gives each rank on a machine its own GPU)")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="parameter and data dtype")
     run.add_argument("--seed", type=int, default=0, help="seeds initialisation, data order and dropout")
     run.add_argument("--out", default=None, metavar="DIR",
@@ -130,7 +131,7 @@ def validate(parser, args):
     if args.seed < 0:
         parser.error(f"argument --seed: expected a non-negative int, got {args.seed}")
     try:
-        args.device = backend.parse_device(args.device)
+        args.device = backend.parse_device(distributed.world().device_for_this_rank(args.device))
     except (ValueError, RuntimeError) as error:
         parser.error(f"argument --device: {error}")
 

@@ -104,6 +104,15 @@ class World:
     def __repr__(self):
         return f"World(rank={self.rank}, size={self.size}, distributed={self.is_distributed})"
 
+    def device_for_this_rank(self, device):
+        """``"cuda"`` without an index, under MPI: the ranks on one machine take its GPUs in turn
+        (local rank 0 -> cuda:0, 1 -> cuda:1, ..., round robin past the last GPU). Anything else
+        (``cpu``, an explicit ``cuda:N``) is kept. Read from the launcher's environment, not a
+        collective: ranks given different devices must not wait for each other here."""
+        if self.comm is None or str(device).strip().lower() != "cuda":
+            return device
+        return f"cuda:{local_rank(self.rank) % backend.cuda_device_count()}"
+
     # ------------------------------------------------------------------ 2. the sharding rule
     def shard(self, batch_size):
         """This rank's slice of a global batch of ``batch_size`` samples (see ``shard``)."""
@@ -192,6 +201,15 @@ class World:
         print(f"minigrad: rank {self.rank} of {self.size} failed ({type(error).__name__}: {error}); "
               f"aborting all ranks", file=sys.stderr, flush=True)
         self.comm.Abort(code)
+
+
+def local_rank(rank):
+    """This process's index among the ranks on its machine, as the launcher tells it (MPICH,
+    Open MPI, PMIx, Slurm); ``rank`` when none does (a single machine)."""
+    for name in ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK", "SLURM_LOCALID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return rank
 
 
 class PlanMismatch(RuntimeError):

@@ -316,3 +316,20 @@ def test_rank_zero_failing_to_write_ends_the_job(cli_options, tmp_path):
     result = mpiexec(2, "-m", "minigrad", *cli_options, "--epochs", "2", "--out", str(blocker), timeout=120)
     assert result.returncode != 0
     assert "not_a_directory" in result.stderr and "epoch 2/2" not in result.stdout
+
+
+def test_cuda_without_index_gives_each_local_rank_its_own_gpu(monkeypatch):
+    """Under MPI, --device cuda maps local rank r to cuda:(r mod GPUs); cpu and cuda:N are kept."""
+    monkeypatch.setattr(mg.backend, "cuda_device_count", lambda: 2)
+    world = distributed.World()
+    world.comm, world.rank, world.size = object(), 3, 4  # a 4-rank world, seen from rank 3 (no MPI calls here)
+    for variable in ("OMPI_COMM_WORLD_LOCAL_RANK", "PMIX_LOCAL_RANK", "SLURM_LOCALID"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MPI_LOCALRANKID", "1")
+    assert world.device_for_this_rank("cuda") == "cuda:1"
+    monkeypatch.setenv("MPI_LOCALRANKID", "2")
+    assert world.device_for_this_rank("CUDA") == "cuda:0"  # round robin past the last GPU
+    assert world.device_for_this_rank("cuda:1") == "cuda:1" and world.device_for_this_rank("cpu") == "cpu"
+    monkeypatch.delenv("MPI_LOCALRANKID")
+    assert world.device_for_this_rank("cuda") == "cuda:1"  # no launcher hint: the global rank, 3 mod 2
+    assert distributed.World().device_for_this_rank("cuda") == "cuda"  # one process: untouched
