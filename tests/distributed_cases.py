@@ -53,7 +53,7 @@ def make_model(kind, dropout):
     return nn.Sequential(*layers).to(mg.float64)
 
 
-def make_data(case):
+def make_data(case, device="cpu"):
     rng = np.random.default_rng(case["seed"])
     batch_size = case["batch_size"]
     inputs = rng.normal(size=(batch_size, 4) if case["model_kind"] == "mlp" else (batch_size, 2, 6, 6))
@@ -65,12 +65,13 @@ def make_data(case):
             targets[rng.random(batch_size) < 0.5] = IGNORE_INDEX
             targets[0] = IGNORE_INDEX  # the first rank's shard starts with an ignored target
             targets[-1] = rng.integers(NUM_CLASSES)  # at least one counted target
-    return mg.tensor(inputs), mg.tensor(targets)
+    return mg.tensor(inputs, device=device), mg.tensor(targets, device=device)
 
 
-def setup(case):
+def setup(case, device="cpu"):
     """(model, criterion, inputs, targets), built the same way in every process."""
-    return make_model(case["model_kind"], case["dropout"]), make_criterion(case["loss"]), *make_data(case)
+    model, criterion = make_model(case["model_kind"], case["dropout"]), make_criterion(case["loss"])
+    return model.to(device), criterion.to(device), *make_data(case, device)
 
 
 def evaluation_setup(num_samples=23):

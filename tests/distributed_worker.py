@@ -4,7 +4,7 @@ One launch runs many cases, because each launch costs seconds. Every rank writes
 computed to ``OUT_DIR/rank<r>.npz`` (or ``.json``); the tests compare those files with the
 single-process reference they compute themselves.
 
-    python tests/distributed_worker.py gradients OUT_DIR   # train.accumulate on every case
+    python tests/distributed_worker.py gradients OUT_DIR [cuda]   # train.accumulate on every case
     python tests/distributed_worker.py evaluate OUT_DIR    # train.evaluate on an odd-sized test set
     python tests/distributed_worker.py fail RANK           # RANK raises in the middle of training
 """
@@ -22,18 +22,19 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from distributed_cases import evaluation_setup, gradient_cases, setup  # noqa: E402
 
 
-def gradients(out_dir):
-    """Per case: the data-parallel gradient and loss, and the averaging recipe's gradient."""
+def gradients(out_dir, device="cpu"):
+    """Per case: the data-parallel gradient and loss, and the averaging recipe's gradient.
+    On ``cuda`` (a GPU, or the CuPy stand-in) every third case, without the averaging recipe."""
     world = distributed.world()
     results = {}
-    for case in gradient_cases():
-        model, criterion, inputs, targets = setup(case)
+    for case in gradient_cases() if device == "cpu" else gradient_cases()[::3]:
+        model, criterion, inputs, targets = setup(case, device)
         mg.manual_seed(case["seed"])  # seeds the per-step dropout key, as in the reference
         loss = train.accumulate(model, criterion, inputs, targets, case["micro_batch_size"])
         results[case["name"] + "/loss"] = np.array(loss)
         for index, parameter in enumerate(model.parameters()):
             results[f"{case['name']}/grad{index}"] = parameter.grad.numpy()
-        for index, grad in enumerate(averaged_gradients(world, case)):
+        for index, grad in enumerate(averaged_gradients(world, case) if device == "cpu" else []):
             results[f"{case['name']}/averaged{index}"] = grad
     results["shards"] = np.array([len(range(5)[world.shard(5)]), world.size])
     np.savez(os.path.join(out_dir, f"rank{world.rank}.npz"), **results)
@@ -75,5 +76,5 @@ def fail(failing_rank):
 
 
 if __name__ == "__main__":
-    command, argument = sys.argv[1], sys.argv[2]
-    {"gradients": gradients, "evaluate": evaluate, "fail": lambda rank: fail(int(rank))}[command](argument)
+    command, arguments = sys.argv[1], sys.argv[2:]
+    {"gradients": gradients, "evaluate": evaluate, "fail": lambda rank: fail(int(rank))}[command](*arguments)
