@@ -132,7 +132,8 @@ class World:
 
         A rank whose shard was empty (no backward, ``.grad`` None) sends zeros. The buffer also
         counts, per parameter, the ranks that had a gradient: one that got none anywhere keeps
-        ``.grad = None``, as in one process, so the optimizer skips it the same way.
+        ``.grad = None``, as in one process, so the optimizer skips it the same way. The extras
+        travel in the parameters' dtype (a float32 model's summed loss is rounded to float32).
         """
         if self.comm is None:
             return list(extras)
@@ -166,7 +167,7 @@ class World:
         """Raise ``PlanMismatch`` on every rank, naming the options, if ranks disagree on ``plan``
         (a dict: option name -> JSON-able value, nothing that depends on the world size).
 
-        Costs one allgather of a 16-byte digest; the plans themselves travel only on a mismatch.
+        Costs one allgather of a short digest; the plans themselves travel only on a mismatch.
         All ranks see the same digests, so all of them raise (or none does): nobody is left
         waiting in a collective.
         """
