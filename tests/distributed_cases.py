@@ -75,8 +75,7 @@ def setup(case, device="cpu"):
 
 
 def evaluation_setup(num_samples=23):
-    """A classifier and a test set of 23 samples (a prime: 2 and 3 never divide it, nor the
-    batches of 5 the loader serves)."""
+    """A classifier and a test set of 23 samples (a prime: neither 2 nor 3 ranks divide it)."""
     model = make_model("mlp", 0.0)
     rng = np.random.default_rng(99)
     return model, rng.normal(size=(num_samples, 4)), rng.integers(0, NUM_CLASSES, size=num_samples)

@@ -1,11 +1,11 @@
 """The program the multi-process tests start with ``mpiexec -n N`` (test_distributed.py).
 
 One launch runs many cases, because each launch costs seconds. Every rank writes what it
-computed to ``OUT_DIR/rank<r>.npz`` (or ``.json``); the tests compare those files with the
+computed to ``OUT_DIR/rank<r>.npz`` and ``.json``; the tests compare those files with the
 single-process reference they compute themselves.
 
-    python tests/distributed_worker.py gradients OUT_DIR [cuda]   # train.accumulate on every case
-    python tests/distributed_worker.py evaluate OUT_DIR    # train.evaluate on an odd-sized test set
+    python tests/distributed_worker.py gradients OUT_DIR [cuda]   # train.accumulate on every case,
+                                                                  # then train.evaluate on 23 samples
     python tests/distributed_worker.py fail RANK           # RANK raises in the middle of training
 """
 import json
@@ -38,6 +38,8 @@ def gradients(out_dir, device="cpu"):
             results[f"{case['name']}/averaged{index}"] = grad
     results["shards"] = np.array([len(range(5)[world.shard(5)]), world.size])
     np.savez(os.path.join(out_dir, f"rank{world.rank}.npz"), **results)
+    if device == "cpu":
+        evaluate(out_dir)  # in the same launch: each launch costs seconds
 
 
 def averaged_gradients(world, case):
@@ -54,7 +56,7 @@ def averaged_gradients(world, case):
 def evaluate(out_dir):
     world = distributed.world()
     model, images, labels = evaluation_setup()
-    loader = DataLoader(TensorDataset(images, labels), batch_size=5)
+    loader = DataLoader(TensorDataset(images, labels), batch_size=11)  # 11 + 11 + 1: empty shards at the end
     stats = train.evaluate(model, mg.nn.CrossEntropyLoss(), loader, num_classes=3)
     with open(os.path.join(out_dir, f"rank{world.rank}.json"), "w") as file:
         json.dump(stats, file)
@@ -77,4 +79,4 @@ def fail(failing_rank):
 
 if __name__ == "__main__":
     command, arguments = sys.argv[1], sys.argv[2:]
-    {"gradients": gradients, "evaluate": evaluate, "fail": lambda rank: fail(int(rank))}[command](*arguments)
+    {"gradients": gradients, "fail": lambda rank: fail(int(rank))}[command](*arguments)

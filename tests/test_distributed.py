@@ -53,10 +53,11 @@ def check_ok(result):
 
 @pytest.fixture(scope="module", params=[1, 2, 3])
 def gradient_run(request, tmp_path_factory):
-    """One launch per world size: every rank's data-parallel gradients for every case."""
+    """One launch per world size: every rank's data-parallel gradients for every case, and its
+    evaluation of a 23-sample test set. Returns (world size, [per rank results], out_dir)."""
     out_dir = tmp_path_factory.mktemp(f"gradients{request.param}")
     check_ok(mpiexec(request.param, WORKER, "gradients", str(out_dir)))
-    return request.param, [dict(np.load(out_dir / f"rank{rank}.npz")) for rank in range(request.param)]
+    return request.param, [dict(np.load(out_dir / f"rank{rank}.npz")) for rank in range(request.param)], out_dir
 
 
 def full_batch_reference(case):
@@ -73,7 +74,7 @@ def full_batch_reference(case):
 def test_data_parallel_gradient_equals_full_batch_gradient(gradient_run):
     """Every case (loss variants, batch sizes 1, 2, 5, 7, micro-batch sizes None/1/2/3, dropout)
     on every rank: the full batch's gradient and loss, to float64 round-off."""
-    world_size, ranks = gradient_run
+    world_size, ranks, _ = gradient_run
     assert [int(r["shards"][1]) for r in ranks] == [world_size] * world_size  # really launched N ranks
     for case in gradient_cases():
         expected_loss, expected_grads = full_batch_reference(case)
@@ -87,7 +88,7 @@ def test_data_parallel_gradient_equals_full_batch_gradient(gradient_run):
 
 def test_cases_cover_unequal_and_empty_shards(gradient_run):
     """The case list really exercises shards the world size does not divide, and empty ones."""
-    world_size, ranks = gradient_run
+    world_size, ranks, _ = gradient_run
     batch_sizes = {case["batch_size"] for case in gradient_cases()}
     shard_sizes = {size for batch_size in batch_sizes for size in distributed.shard_sizes(batch_size, world_size)}
     assert [int(r["shards"][0]) for r in ranks] == distributed.shard_sizes(5, world_size)
@@ -99,7 +100,7 @@ def test_averaging_over_ranks_differs_on_unequal_shards(gradient_run):
     """DDP's recipe (mean over ranks of each rank's mean-loss gradient) is NOT the batch's
     gradient when shards are unequal, as ``loss / accumulation_steps`` is not for micro-batches;
     with equal shards and plain mean cross-entropy it is."""
-    world_size, ranks = gradient_run
+    world_size, ranks, _ = gradient_run
     if world_size == 1:
         return  # one rank: the average over ranks is the plain mean, nothing to show
     differs = {}
@@ -117,11 +118,11 @@ def test_averaging_over_ranks_differs_on_unequal_shards(gradient_run):
 
 
 # ----------------------------------------------------------------------------- evaluation
-@pytest.mark.parametrize("world_size", [2, 3])
-def test_evaluation_on_a_test_set_the_ranks_do_not_divide_is_exact(world_size, tmp_path):
-    """23 test samples in batches of 5 on 2 or 3 ranks: the same accuracy, per-class accuracy
-    and loss as arg-max and cross-entropy computed here on the whole set."""
-    check_ok(mpiexec(world_size, WORKER, "evaluate", str(tmp_path)))
+def test_evaluation_on_a_test_set_the_ranks_do_not_divide_is_exact(gradient_run):
+    """23 test samples in batches of 11, 11 and 1 (ranks with an empty shard) on 1, 2 or 3 ranks:
+    the same accuracy, per-class accuracy and loss as arg-max and cross-entropy computed here on
+    the whole set."""
+    world_size, _, out_dir = gradient_run
     model, images, labels = evaluation_setup()
     with mg.no_grad():
         logits = model(mg.tensor(images)).numpy()
@@ -130,7 +131,7 @@ def test_evaluation_on_a_test_set_the_ranks_do_not_divide_is_exact(world_size, t
         - logits.max(1, keepdims=True)
     expected_loss = -log_probabilities[np.arange(len(labels)), labels].mean()
     for rank in range(world_size):
-        with open(tmp_path / f"rank{rank}.json") as file:
+        with open(out_dir / f"rank{rank}.json") as file:
             stats = json.load(file)
         assert stats["accuracy"] == np.mean(predicted == labels)
         assert stats["per_class_accuracy"] == [np.mean(predicted[labels == c] == c) for c in range(NUM_CLASSES)]
