@@ -84,6 +84,7 @@ def minigrad_timing(args):
                              other=total - accumulate_seconds,
                              bytes=getattr(world.comm, "bytes", 0) - bytes_before))
     result = {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+    result["bytes"] = int(result["bytes"])
     parameters = [p for p in model.parameters()]
     result.update(parameters=sum(p.numel() for p in parameters), world_size=world.size,
                   distributed=world.is_distributed, allreduce_s=allreduce_seconds(world, parameters, np))
@@ -199,10 +200,26 @@ def free_port():
         return sock.getsockname()[1]
 
 
+def idle_share_of_cores(seconds=1.0):
+    """Share of all cores left idle over ``seconds`` (Linux /proc/stat): the benchmark's honesty
+    on a shared machine, where other processes' load makes wall-clock ratios meaningless."""
+    def idle_and_total():
+        with open("/proc/stat") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:]]
+        return ticks[3] + ticks[4], sum(ticks)
+    try:
+        idle_start, total_start = idle_and_total()
+        time.sleep(seconds)
+        idle_end, total_end = idle_and_total()
+    except OSError:
+        return None
+    return (idle_end - idle_start) / max(1, total_end - total_start)
+
+
 def measure(args):
     common = ["--model", args.model, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
               "--warmup", str(args.warmup)]
-    load_before = os.getloadavg()
+    load_before, idle_before = os.getloadavg(), idle_share_of_cores()
     plain = launch(None, ["minigrad", *common])
     minigrad_runs = {p: launch(p, ["minigrad", *common]) for p in (1, 2)}
     torch_runs = {p: launch(p, ["torch", *common, "--port", str(free_port())]) for p in (1, 2)} if args.torch else {}
@@ -214,7 +231,7 @@ def measure(args):
     import numpy as np
     reference = np.load(saved[None])
     drift = {p: float(np.abs(np.load(saved[p]) - reference).max()) for p in (2, 3)}
-    return dict(model=args.model, batch_size=args.batch_size, load_average_before=load_before,
+    return dict(model=args.model, batch_size=args.batch_size, load_average_before=load_before, idle_before=idle_before,
                 load_average_after=os.getloadavg(), cpus=os.cpu_count(), plain=plain, minigrad=minigrad_runs,
                 torch=torch_runs, max_parameter_difference=drift)
 
@@ -224,7 +241,7 @@ def report(results):
     one = m[1]
     print(f"{results['model']}, global batch {results['batch_size']}, one BLAS thread per rank, "
           f"{results['cpus']} cores, load average before {results['load_average_before'][0]:.2f}, "
-          f"after {results['load_average_after'][0]:.2f}")
+          f"after {results['load_average_after'][0]:.2f}; cores idle before: {100 * (results['idle_before'] or 0):.0f}%")
     print(f"parameters: {one['parameters']:,}; bytes through Allreduce per step and rank: {one['bytes']:,} "
           f"(the flat buffer: gradients, one flag per parameter tensor, the loss; and the 8-byte normaliser)")
     print(f"{'p':>2} {'step ms':>8} {'compute':>8} {'comm':>8} {'other':>8} {'allreduce ms':>12} "

@@ -138,18 +138,22 @@ class World:
         if self.comm is None:
             return list(extras)
         parameters = list(parameters)
-        flat, device = pack_gradients(parameters, extras)
-        summed = backend.to_device(self.sum(backend.to_host(flat)), device)  # staged through the host
-        return unpack_gradients(parameters, summed, len(extras))
+        flat, device = pack_gradients(parameters, extras)  # a fresh array: safe to reduce in place
+        host = backend.to_host(flat)  # a GPU's buffer is staged through host memory (an explicit copy)
+        self.allreduce_in_place(host)
+        return unpack_gradients(parameters, backend.to_device(host, device), len(extras))
 
     # ------------------------------------------------------------------ 4. exact metrics
     def sum(self, values):
         """Allreduce(SUM) of a host NumPy array (a new array; the input is left alone)."""
-        values = np.array(values, order="C")  # a contiguous copy MPI can write into
+        return self.allreduce_in_place(np.array(values, order="C"))  # a contiguous copy MPI can write into
+
+    def allreduce_in_place(self, buffer):
+        """Replace a contiguous host array by its sum over all ranks, element by element."""
         if self.comm is not None:
             from mpi4py import MPI
-            self.comm.Allreduce(MPI.IN_PLACE, values, op=MPI.SUM)
-        return values
+            self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        return buffer
 
     def max(self, value):
         """The largest of every rank's ``value`` (a Python number)."""
