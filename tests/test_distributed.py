@@ -334,3 +334,14 @@ def test_cuda_without_index_gives_each_local_rank_its_own_gpu(monkeypatch):
     monkeypatch.delenv("MPI_LOCALRANKID")
     assert world.device_for_this_rank("cuda") == "cuda:1"  # no launcher hint: the global rank, 3 mod 2
     assert distributed.World().device_for_this_rank("cuda") == "cuda"  # one process: untouched
+
+
+def test_more_ranks_than_samples_is_allowed_and_said():
+    """The command line states the shares, and that ranks beyond the batch size idle."""
+    from minigrad import cli
+    world = distributed.World()
+    world.comm, world.rank, world.size = object(), 0, 5  # a 5-rank world seen from rank 0 (no MPI calls)
+    text = cli.describe_ranks(3, world)
+    assert "data parallel over 5 ranks: samples per rank in each batch [1, 1, 1, 0, 0]" in text
+    assert "note: 5 ranks for batches of 3: 2 rank(s) get no sample" in text
+    assert "note" not in cli.describe_ranks(5, world) and cli.describe_ranks(3, distributed.World()) == ""
