@@ -8,7 +8,8 @@ Each (framework, batch size) runs in its own subprocess, so its peak RSS (ru_max
 own: warm-up steps, then the median of ``--steps`` timed steps. Both frameworks train the
 same network (conv 3->6 5x5, relu, maxpool 2, conv 6->16 5x5, relu, maxpool 2, flatten,
 400->120->84->10, cross-entropy, SGD lr 0.01 momentum 0.9) on the same random float32 batch,
-with ``--threads`` threads (torch.set_num_threads; OpenBLAS gets OPENBLAS_NUM_THREADS).
+with ``--threads`` threads (torch.set_num_threads; minigrad gets MINIGRAD_NUM_THREADS, OpenBLAS
+OPENBLAS_NUM_THREADS).
 On a shared machine, ``--wait-for-idle`` waits for quiet cores before each run.
 Achieved GFLOP/s are counted analytically (2 x MACs forward, x3 for forward + backward) and
 set against the GEMM GFLOP/s of NumPy's BLAS measured in the same run.
@@ -181,7 +182,7 @@ def wait_until_idle(max_wait_s, wanted=0.9):
 def spawn(arguments, threads):
     """Run this script as a worker in a fresh process (its own RSS, its own thread setting)."""
     env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads))
+               MKL_NUM_THREADS=str(threads), MINIGRAD_NUM_THREADS=str(threads))
     result = subprocess.run([sys.executable, os.path.abspath(__file__), *arguments],
                             env=env, capture_output=True, text=True, check=False)
     if result.returncode != 0:

@@ -122,6 +122,7 @@ def measure(args):
     from bench_lenet import wait_until_idle
     import minigrad as mg
     import torch
+    from minigrad import parallel
     from minigrad.backend import keep_freed_host_memory_for_reuse, parse_device, xp_for
 
     # As `python -m minigrad train` does: glibc keeps freed activation-sized blocks for reuse
@@ -130,6 +131,7 @@ def measure(args):
     keep_freed_host_memory_for_reuse()
 
     torch.set_num_threads(args.threads)
+    parallel.num_threads = args.threads  # minigrad's own threads (MINIGRAD_NUM_THREADS)
     device = args.device
     torch_device = "cuda" if device.startswith("cuda") else "cpu"
 
@@ -170,7 +172,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (OpenBLAS: OPENBLAS_NUM_THREADS)")
+    parser.add_argument("--threads", type=int, default=2, help="threads for torch and minigrad (OpenBLAS: OPENBLAS_NUM_THREADS)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
                         help="on a shared machine, wait up to SECONDS for the cores to be 90%% idle first")

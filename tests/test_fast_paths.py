@@ -1,11 +1,14 @@
 """The fast conv/pool kernels against PyTorch and against the plain reference (ops/conv_reference.py),
 float64, rtol 1e-10, one test per trick they use.
 
-The tricks (see ops/conv.py, ops/pool.py and ops/layout.py): im2col built one pixel block at a time (whole
-rows, or a run of columns within a row when a row is too big), batch-last (C, H, W, N) arrays
-passed between consecutive conv/pool ops as NCHW views, the input gradient skipped for data,
-one strided add per kernel offset, and max-pool as strided slices with a first-wins mask.
+The tricks (see ops/conv.py, ops/pool.py, ops/layout.py and parallel.py): input rows gathered
+along the width only and multiplied as overlapping bands, block by block (blocks of a few
+columns, or of one column, when rows are too big), the input gradient as bands of the
+zero-padded output gradient, batch-last (C, H, W, N) arrays passed between consecutive conv/pool
+ops as NCHW views, the input gradient skipped for data, blocks split between two threads, and
+max-pool as strided slices with a first-wins mask.
 """
+import os
 from functools import partial
 
 import numpy as np
@@ -17,11 +20,11 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 import minigrad.nn.functional as F
-from minigrad import backend
+from minigrad import backend, parallel
 from minigrad.ops import conv_reference as reference
 
 from strategies import allow_device_fixture, conv_shapes
-from torch_check import assert_close, check_against_reference, check_against_torch
+from torch_check import assert_close, check_against_reference, check_against_torch, upstream_gradient
 
 
 def check_conv(options, *arrays, device):
@@ -50,8 +53,8 @@ CONV_GEOMETRIES = [
     pytest.param((19, 2, 3, 5, 4, (2, 2), (1, 1), (0, 0), (1, 1), 1), id="batch-19-spans-transpose-chunks"),
 ]
 
-# Values per im2col block: 1 forces one output pixel per block (many column runs within a
-# row, ragged last run); 200 gives a few pixels; the default gives whole rows or everything.
+# Values gathered per block: 1 forces one output pixel per block (many column blocks, ragged
+# last block); 200 gives a few pixels; the default gives whole rows or everything.
 BLOCK_SIZES = [1, 200, None]
 
 
@@ -66,7 +69,7 @@ def conv_problem(geometry, seed=0):
 
 def use_block_size(monkeypatch, block_elements):
     if block_elements is not None:
-        monkeypatch.setattr(backend, "im2col_block_elements", lambda xp: block_elements)
+        monkeypatch.setattr(backend, "conv_block_elements", lambda xp: block_elements)
 
 
 @pytest.mark.parametrize("block_elements", BLOCK_SIZES)
@@ -101,6 +104,122 @@ def test_conv2d_of_data_computes_no_input_gradient_and_right_weight_gradient(dev
     assert data.grad is None
     assert_close(w.grad.numpy(), torch_w.grad.numpy(), "weight gradient")
     assert_close(b.grad.numpy(), torch_b.grad.numpy(), "bias gradient")
+
+
+# ----------------------------------------------------------------------------- threads
+@pytest.fixture
+def two_threads_always(monkeypatch):
+    """Every conv kernel split between two threads, however small."""
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ELEMENTS", 0)
+
+
+@pytest.fixture
+def thread_splits(monkeypatch):
+    """Counts the kernels that were split between threads."""
+    splits, pool = [], parallel._pool
+    monkeypatch.setattr(parallel, "_pool", lambda: splits.append(1) or pool())
+    return splits
+
+
+@pytest.mark.parametrize("block_elements", BLOCK_SIZES)
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES)
+def test_conv2d_split_between_threads_matches_torch_and_reference(device, monkeypatch, two_threads_always,
+                                                                  geometry, block_elements):
+    use_block_size(monkeypatch, block_elements)
+    arrays, options = conv_problem(geometry)
+    check_conv(options, *arrays, device=device)
+
+
+def conv_results(arrays, options, dtype):
+    x, w, b = (mg.tensor(a.astype(dtype), requires_grad=True) for a in arrays)
+    out = F.conv2d(x, w, b, **options)
+    out.backward(mg.tensor(upstream_gradient(out.shape), dtype=dtype))
+    return {"forward": out.numpy(), "input grad": x.grad.numpy(), "weight grad": w.grad.numpy(),
+            "bias grad": b.grad.numpy()}
+
+
+# Big enough for the default threshold: (batch, in, out, height, width, kernel, stride, padding, dilation, groups)
+THREADED_GEOMETRIES = [
+    pytest.param((64, 8, 6, 24, 24, (5, 5), (1, 1), (0, 0), (1, 1), 1), id="lenet-conv2-like"),
+    pytest.param((67, 6, 4, 23, 25, (3, 4), (2, 1), (2, 1), (2, 1), 2), id="odd-strided-dilated-groups"),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", THREADED_GEOMETRIES)
+def test_conv2d_gives_the_same_bits_with_one_and_two_threads(monkeypatch, thread_splits, geometry, dtype):
+    arrays, options = conv_problem(geometry)
+    monkeypatch.setattr(parallel, "num_threads", 1)
+    one = conv_results(arrays, options, dtype)
+    assert not thread_splits
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    two = conv_results(arrays, options, dtype)
+    assert len(thread_splits) == 3, "forward, weight gradient and input gradient each split in two"
+    for name in one:
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+
+
+@pytest.mark.parametrize("geometry", THREADED_GEOMETRIES)
+def test_conv2d_above_the_threshold_on_two_threads_matches_torch_and_reference(monkeypatch, thread_splits, geometry):
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    arrays, options = conv_problem(geometry)
+    check_conv(options, *arrays, device="cpu")
+    assert thread_splits
+
+
+def test_small_convolutions_stay_on_one_thread(monkeypatch, thread_splits):
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    arrays, options = conv_problem(CONV_GEOMETRIES[1].values[0])
+    check_conv(options, *arrays, device="cpu")
+    assert not thread_splits
+
+
+def blas_threads():
+    from threadpoolctl import threadpool_info
+    return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]
+
+
+def test_blas_is_held_to_one_thread_only_inside_minigrad_threads(two_threads_always):
+    from threadpoolctl import threadpool_limits
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        parallel.run_split(lambda part: seen.append(blas_threads()), 2, size=1, xp=np)
+        after = blas_threads()
+    assert seen == [[1] * len(after)] * 2
+    assert after == [2] * len(after), "the user's BLAS setting is back after the kernel"
+
+
+def test_an_error_in_a_worker_thread_reaches_the_caller(two_threads_always):
+    def work(part):
+        if part.start > 0:
+            raise RuntimeError("second part failed")
+    with pytest.raises(RuntimeError, match="second part failed"):
+        parallel.run_split(work, 4, size=1, xp=np)
+
+
+def test_arrays_of_another_backend_stay_on_the_calling_thread(two_threads_always, thread_splits):
+    parts = []
+    parallel.run_split(parts.append, 5, size=10**9, xp=object())  # a stand-in for cupy
+    assert parts == [range(5)] and not thread_splits
+
+
+@pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), (" 2 ", 2)])
+def test_minigrad_num_threads_sets_the_number_of_threads(monkeypatch, value, expected):
+    monkeypatch.setenv("MINIGRAD_NUM_THREADS", value)
+    assert parallel.default_num_threads() == expected
+
+
+def test_the_default_number_of_threads_is_the_cores_available(monkeypatch):
+    monkeypatch.delenv("MINIGRAD_NUM_THREADS", raising=False)
+    assert parallel.default_num_threads() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two", ""])
+def test_a_bad_minigrad_num_threads_is_refused_by_name(monkeypatch, value):
+    monkeypatch.setenv("MINIGRAD_NUM_THREADS", value)
+    with pytest.raises(ValueError, match=f"MINIGRAD_NUM_THREADS: expected a positive integer, got '{value}'"):
+        parallel.default_num_threads()
 
 
 # ----------------------------------------------------------------------------- batch-last views between ops

@@ -10,88 +10,182 @@ sum into one matrix product per group, and gives the backward as two more produc
 
 The fast evaluation (layout helpers in ops/layout.py):
 - Batch-last layout: the kernels work on (C, H, W, N) arrays and return an NCHW view, so
-  columns are long contiguous copies and the product lands in the output layout.
-- Blocks: columns are built for a block of output pixels at a time, small enough to stay in
-  cache; the whole (C*KH*KW, OH*OW*N) matrix never exists (LeNet conv1 at N=512: 120 MB).
-- Nothing large saved: backward rebuilds the columns from the saved input, which the
-  previous op keeps alive anyway, instead of holding them between forward and backward.
+  copies run over long contiguous rows and the product lands in the output layout.
+- Gather along the width only: each input row is copied KW times (not KH*KW) into rows of
+  (C*KW, OW*N) values; the columns of output row i are then the KH gathered rows i*s ... i*s+KH-1,
+  one evenly strided band, and one ``matmul`` over a strided view of the overlapping bands
+  multiplies a whole block of output rows. Blocks are sized to stay in cache.
+- Input gradient by the same trick: dx row h = sum_m W_flipped[m] @ dout row (h + m) of the
+  output gradient placed after KH-1 zero rows, one band product per input row, then the
+  adjoint of the width gather (KW strided adds).
+- Two threads (minigrad/parallel.py): blocks of rows are split between the cores, the writes
+  of the parts never overlap, and the weight gradient sums per-block partials in block order,
+  so results do not depend on the thread count.
+- Nothing large saved: backward gathers again from the saved input, which the previous op
+  keeps alive anyway, instead of holding columns between forward and backward.
 """
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Function
 from ..tensor import check_is_tensor
-from .layout import (add_windows_back, batch_first, batch_last, im2col, output_block, output_size,
-                     pad_spatial, pair, pixel_blocks, unpad_spatial, windows)
+from .layout import (add_width_back, band_blocks, bands, batch_first, batch_last, gather_width, grouped_rows,
+                     output_size, pad_spatial, pair, unpad_spatial)
 
 
-# ----------------------------------------------------------------------------- the op
+class ConvShape:
+    """The sizes of one conv2d call (batch-last padded input, weight) and the moves they allow."""
+
+    def __init__(self, padded_shape, weight_shape, stride, dilation, groups):
+        self.channels, self.padded_h, self.padded_w, self.batch = padded_shape
+        self.out_channels, self.group_channels, self.kernel_h, self.kernel_w = weight_shape
+        self.stride, self.dilation, self.groups = stride, dilation, groups
+        # Height dilation as a kernel with zero rows between its rows: every window is then a band
+        # of ``reach`` consecutive gathered rows (the zeros cost products only when dilation > 1).
+        self.reach = dilation[0] * (self.kernel_h - 1) + 1
+        self.out_hw = (output_size(self.padded_h, self.kernel_h, stride[0], 0, dilation[0]),
+                       output_size(self.padded_w, self.kernel_w, stride[1], 0, dilation[1]))
+
+    def output_blocks(self, xp):
+        """(rows, cols) blocks of the output, each gathering about a cache's worth of input."""
+        row_blocks, col_blocks = band_blocks(self.out_hw, self.channels * self.kernel_w * self.batch, self.reach,
+                                             self.stride[0], backend.conv_block_elements(xp))
+        return [(rows, cols) for rows in row_blocks for cols in col_blocks]
+
+    def grouped(self, x_padded):
+        """(C, Hp, Wp, N) -> (g, C/g, Hp, Wp, N), a view."""
+        return x_padded.reshape(self.groups, self.group_channels, *x_padded.shape[1:])
+
+    def gather(self, x_grouped, rows, cols):
+        """Gathered input rows for output ``rows`` x ``cols``: (g, rows_in, C/g*KW, c*N)."""
+        in_rows = slice(rows.start * self.stride[0], (rows.stop - 1) * self.stride[0] + self.reach)
+        num_in, num_cols = in_rows.stop - in_rows.start, cols.stop - cols.start
+        out = backend.xp_of(x_grouped).empty((self.groups, num_in, self.group_channels, self.kernel_w, num_cols,
+                                              self.batch), dtype=x_grouped.dtype)     # fully written: no zero-fill
+        gather_width(x_grouped, in_rows, cols, self.kernel_w, self.stride[1], self.dilation[1], out)
+        return out.reshape(self.groups, num_in, self.group_channels * self.kernel_w, num_cols * self.batch)
+
+    def dilated_weight(self, w):
+        """(O, C/g, KH, KW) -> (g, O/g, C/g, reach, KW), zero rows between the kernel's rows."""
+        w = w.reshape(self.groups, self.out_channels // self.groups, *w.shape[1:])
+        if self.dilation[0] == 1:
+            return w
+        dilated = backend.xp_of(w).zeros((*w.shape[:3], self.reach, self.kernel_w), dtype=w.dtype)
+        dilated[:, :, :, ::self.dilation[0]] = w
+        return dilated
+
+    def band_weights(self, w):
+        """W as one matrix per group whose columns follow a band's rows: (g, 1, O/g, reach*C/g*KW)."""
+        dilated = self.dilated_weight(w).transpose(0, 1, 3, 2, 4)
+        return dilated.reshape(self.groups, 1, dilated.shape[1], -1)
+
+    def weight_from_bands(self, grad_band_weights):
+        """The adjoint of ``band_weights``: (g, reach*C/g*KW, O/g) -> (O, C/g, KH, KW)."""
+        grad = grad_band_weights.reshape(self.groups, self.reach, self.group_channels, self.kernel_w, -1)
+        grad = grad[:, ::self.dilation[0]].transpose(0, 4, 2, 1, 3)                    # (g, O/g, C/g, KH, KW)
+        return grad.reshape(self.out_channels, self.group_channels, self.kernel_h, self.kernel_w)
+
+
 class Conv2d(Function):
     def forward(self, x, w, *bias, stride, padding, dilation, groups):
         xp = backend.xp_of(x)
-        out_c, _, kernel_h, kernel_w = w.shape
-        x_padded = pad_spatial(batch_last(x), padding)                        # (C, Hp, Wp, N)
-        channels, padded_h, padded_w, n = x_padded.shape
-        out_hw = (output_size(padded_h, kernel_h, stride[0], 0, dilation[0]),
-                  output_size(padded_w, kernel_w, stride[1], 0, dilation[1]))
-        view = windows(x_padded, (kernel_h, kernel_w), stride, dilation, out_hw)
-        weight_matrix = w.reshape(groups, out_c // groups, -1)                # (g, O/g, C/g*KH*KW)
-        bias_column = bias[0].reshape(-1, 1, 1, 1) if bias else 0
-        out = xp.empty((out_c, *out_hw, n), dtype=x.dtype)                    # (O, OH, OW, N)
-        elements_per_pixel = channels * kernel_h * kernel_w * n                # one pixel's columns, whole batch
-        for rows, cols in pixel_blocks(out_hw, elements_per_pixel, backend.im2col_block_elements(xp)):
-            block_out = xp.matmul(weight_matrix, im2col(view, rows, cols, groups))   # (g, O/g, r*c*N)
-            target = out[:, rows, cols]
-            xp.add(block_out.reshape(target.shape), bias_column, out=target)
+        x_padded = pad_spatial(batch_last(x), padding)                          # (C, Hp, Wp, N)
+        shape = ConvShape(x_padded.shape, w.shape, stride, dilation, groups)
+        x_grouped = shape.grouped(x_padded)                                     # (g, C/g, Hp, Wp, N)
+        weights = shape.band_weights(w)                                          # (g, 1, O/g, reach*C/g*KW)
+        bias_column = bias[0].reshape(groups, 1, -1, 1) if bias else None
+        out = xp.empty((w.shape[0], *shape.out_hw, shape.batch), dtype=x.dtype)  # (O, OH, OW, N): all written
+        blocks = shape.output_blocks(xp)
+
+        def forward_blocks(part):
+            for rows, cols in (blocks[i] for i in part):
+                gathered = shape.gather(x_grouped, rows, cols)
+                target = grouped_rows(out, groups, rows, cols)                    # (g, r, O/g, c*N) view of out
+                backend.matmul(weights, bands(gathered, target.shape[1], shape.reach, stride[0]), out=target)
+                if bias_column is not None:
+                    target += bias_column                                        # while the block is in cache
+        parallel.run_split(forward_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
         self.save_for_backward(x_padded, w)
-        self.geometry = (out_hw, stride, padding, dilation, groups)
+        self.shape, self.padding = shape, padding
         return batch_first(out)
 
     def backward(self, grad):
         # out = W @ cols + b  =>  dW = dout @ cols^T,  dcols = W^T @ dout,  dx = col2im(dcols),  db = sum(dout)
         x_padded, w = self.saved
-        grad_out = batch_last(grad)                                           # (O, OH, OW, N)
+        grad_out = batch_last(grad)                                             # (O, OH, OW, N)
         grad_x = grad_w = grad_b = None
         if self.needs_input_grad[0]:  # skipped for the first layer: its input is data
-            grad_padded = self.input_gradient(grad_out, w, x_padded.shape)
-            grad_x = batch_first(unpad_spatial(grad_padded, self.geometry[2]))
+            grad_x = batch_first(unpad_spatial(self.input_gradient(grad_out, w), self.padding))
         if self.needs_input_grad[1]:
-            grad_w = self.weight_gradient(grad_out, x_padded, w.shape)
+            grad_w = self.weight_gradient(grad_out, x_padded)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             grad_b = grad_out.reshape(grad_out.shape[0], -1).sum(axis=1)  # d(out)/d(b[o]) = 1 wherever o is
         return grad_x, grad_w, grad_b
 
-    def weight_gradient(self, grad_out, x_padded, w_shape):
-        """dW = sum over pixel blocks of cols_block @ dout_block^T, rebuilding cols block by block."""
-        xp = backend.xp_of(grad_out)
-        out_hw, stride, _, dilation, groups = self.geometry
-        view = windows(x_padded, w_shape[2:], stride, dilation, out_hw)
-        # Accumulated as (C/g*KH*KW, O/g), cols @ dout^T: OpenBLAS runs this orientation of the
-        # long, thin product faster than dout @ cols^T.
-        rows_per_group = w_shape[1] * w_shape[2] * w_shape[3]                  # C/g*KH*KW
-        grad_w_t = xp.zeros((groups, rows_per_group, w_shape[0] // groups), dtype=grad_out.dtype)
-        elements_per_pixel = x_padded.shape[0] * w_shape[2] * w_shape[3] * x_padded.shape[3]
-        for rows, cols in pixel_blocks(out_hw, elements_per_pixel, backend.im2col_block_elements(xp)):
-            grad_block = output_block(grad_out, rows, cols, groups)                       # (g, O/g, r*c*N)
-            grad_w_t += xp.matmul(im2col(view, rows, cols, groups), grad_block.transpose(0, 2, 1))
-        return grad_w_t.transpose(0, 2, 1).reshape(w_shape)
+    def weight_gradient(self, grad_out, x_padded):
+        """dW = sum over blocks of rows of bands @ dout^T, gathering the bands again block by block."""
+        xp, shape = backend.xp_of(grad_out), self.shape
+        x_grouped = shape.grouped(x_padded)
+        blocks = shape.output_blocks(xp)
+        band_size = shape.reach * shape.group_channels * shape.kernel_w
+        partials = xp.empty((len(blocks), shape.groups, band_size, shape.out_channels // shape.groups),
+                            dtype=grad_out.dtype)                                # every block writes its own
 
-    def input_gradient(self, grad_out, w, padded_shape):
-        """dx (padded, batch-last) = col2im(W^T @ dout), one pixel block at a time."""
-        xp = backend.xp_of(grad_out)
-        out_hw, stride, padding, dilation, groups = self.geometry
-        out_c, _, kernel_h, kernel_w = w.shape
-        channels, n = padded_shape[0], padded_shape[3]
-        weight_matrix_t = w.reshape(groups, out_c // groups, -1).transpose(0, 2, 1)   # (g, C/g*KH*KW, O/g)
-        grad_padded = xp.zeros(padded_shape, dtype=grad_out.dtype)
-        # Bigger blocks than im2col's: here the cost is the KH*KW adds per block, not cache misses.
-        block_elements = 8 * backend.im2col_block_elements(xp)
-        for rows, cols in pixel_blocks(out_hw, channels * kernel_h * kernel_w * n, block_elements):
-            grad_block = output_block(grad_out, rows, cols, groups)                     # (g, O/g, r*c*N)
-            grad_cols = xp.matmul(weight_matrix_t, grad_block)                        # (g, C/g*KH*KW, r*c*N)
-            grad_cols = grad_cols.reshape(channels, kernel_h, kernel_w, rows.stop - rows.start,
-                                          cols.stop - cols.start, n)
-            add_windows_back(grad_cols, grad_padded, rows, cols, stride, dilation)
+        def weight_blocks(part):
+            for i in part:
+                rows, cols = blocks[i]
+                gathered = shape.gather(x_grouped, rows, cols)
+                grad_rows = grouped_rows(grad_out, shape.groups, rows, cols)                  # (g, r, O/g, c*N)
+                # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin
+                # products faster than dout @ bands^T.
+                products = backend.matmul(bands(gathered, grad_rows.shape[1], shape.reach, shape.stride[0]),
+                                          grad_rows.transpose(0, 1, 3, 2))                      # (g, r, K, O/g)
+                products.sum(axis=1, out=partials[i])
+        parallel.run_split(weight_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
+        # Summed in block order, never in thread order: the same bits with any number of threads.
+        return shape.weight_from_bands(partials.sum(axis=0))
+
+    def input_gradient(self, grad_out, w):
+        """dx (padded, batch-last): row h = sum_m W_flipped[m] @ expanded[h + m], then the width adjoint.
+
+        ``expanded`` holds the output gradient's row i at row reach-1 + i*s, zeros elsewhere: the
+        rows of dout that input row h fed are exactly one band of it, so one product per row.
+        """
+        xp, shape = backend.xp_of(grad_out), self.shape
+        groups, reach, stride = shape.groups, shape.reach, shape.stride
+        out_h, out_w = shape.out_hw
+        out_per_group = shape.out_channels // groups
+        expanded_rows = shape.padded_h + reach - 1
+        expanded = (xp.zeros if stride[0] > 1 else xp.empty)(
+            (groups, expanded_rows, out_per_group, out_w, shape.batch), dtype=grad_out.dtype)
+        if stride[0] == 1:  # only the rows before and after dout need zeros
+            expanded[:, :reach - 1] = 0
+            expanded[:, reach - 1 + out_h:] = 0
+        expanded[:, reach - 1:reach - 1 + (out_h - 1) * stride[0] + 1:stride[0]] = (
+            grad_out.reshape(groups, out_per_group, out_h, out_w, shape.batch).transpose(0, 2, 1, 3, 4))
+        flipped = shape.dilated_weight(w)[:, :, :, ::-1].transpose(0, 2, 4, 3, 1)       # (g, C/g, KW, reach, O/g)
+        flipped = flipped.reshape(groups, 1, shape.group_channels * shape.kernel_w, reach * out_per_group)
+        grad_padded = xp.empty((shape.channels, shape.padded_h, shape.padded_w, shape.batch), dtype=grad_out.dtype)
+        grad_grouped = shape.grouped(grad_padded)
+        top = self.padding[0]  # padding rows get no gradient: only rows top ... Hp-top-1 are computed
+        # Whole rows per thread (their width adds overlap between column blocks).
+        row_blocks, col_blocks = band_blocks((shape.padded_h - 2 * top, shape.out_hw[1]),
+                                             (shape.channels * shape.kernel_w + shape.out_channels) * shape.batch,
+                                             reach, 1, backend.conv_block_elements(xp), min_row_blocks=2)
+
+        def input_rows(part):
+            for block in (row_blocks[i] for i in part):
+                rows = slice(block.start + top, block.stop + top)
+                grad_grouped[:, :, rows] = 0                              # zeroed while in cache; adds follow
+                for cols in col_blocks:
+                    num_cols = cols.stop - cols.start
+                    dout_rows = expanded[:, rows.start:, :, cols]                       # (g, T', O/g, c, N)
+                    dout_rows = dout_rows.reshape(*dout_rows.shape[:3], num_cols * shape.batch)
+                    grad_bands = backend.matmul(flipped, bands(dout_rows, rows.stop - rows.start, reach, 1))
+                    add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
+                                                      shape.kernel_w, num_cols, shape.batch),
+                                   grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
+        parallel.run_split(input_rows, len(row_blocks), grad_padded.size * shape.kernel_w, xp)
         return grad_padded
 
 

@@ -10,10 +10,13 @@ the kernels of ops/conv.py and ops/pool.py visit them.
   with no transpose. The public API stays NCHW: ops return an (N, C, H, W) *view* of their
   batch-last result (``batch_first``), so the next conv or pool gets its batch-last array
   back for free (``batch_last``), while every other op just sees an NCHW array.
-- Windows: ``windows`` is a strided view of every window; ``offset_pixels`` is the strided
-  slice of pixels that one kernel offset reads for a block of output pixels.
-- Blocks: ``pixel_blocks`` cuts the output pixels into blocks small enough for their columns
-  to stay in cache between the copy that writes them and the matrix product that reads them.
+- Windows: ``offset_pixels`` is the strided slice of pixels that one kernel offset reads for
+  a block of output pixels (pooling's loop).
+- Bands: convolution gathers input rows along the width only (``gather_width``), then takes
+  each window's KH rows as an overlapping band of them (``bands``, a strided view), so the
+  rows shared by vertically overlapping windows are copied once.
+- Blocks: ``band_blocks`` cuts the output into blocks of rows x columns small enough for their
+  gathered rows to stay in cache between the copy that writes them and the product that reads them.
 """
 from __future__ import annotations
 
@@ -78,14 +81,6 @@ def unpad_spatial(x, padding):
 
 
 # ----------------------------------------------------------------------------- windows
-def windows(x_padded, kernel, stride, dilation, out_hw):
-    """Strided view (no copy) of every window: (C, Hp, Wp, N) -> (C, KH, KW, OH, OW, N)."""
-    sc, sh, sw, sn = x_padded.strides
-    shape = (x_padded.shape[0], kernel[0], kernel[1], out_hw[0], out_hw[1], x_padded.shape[3])
-    strides = (sc, sh * dilation[0], sw * dilation[1], sh * stride[0], sw * stride[1], sn)
-    return backend.as_strided(x_padded, shape, strides)
-
-
 def offset_pixels(kh, kw, rows, cols, stride, dilation):
     """Index of the input pixels that kernel offset (kh, kw) reads for output ``rows`` x ``cols``.
 
@@ -104,40 +99,63 @@ def kernel_offsets(kernel):
     return [(kh, kw) for kh in range(kernel[0]) for kw in range(kernel[1])]
 
 
-# ----------------------------------------------------------------------------- blocks
-def pixel_blocks(out_hw, elements_per_pixel, block_elements):
-    """Split the output pixels into (rows, cols) blocks of about ``block_elements`` values.
+# ----------------------------------------------------------------------------- bands
+def gather_width(x_grouped, in_rows, cols, kernel_w, stride_w, dilation_w, out):
+    """Copy what output columns ``cols`` read along the width: (g, C/g, Hp, Wp, N) -> out, a
+    (g, rows, C/g, KW, c, N) array. Each input row is copied KW times, not KH*KW: the KH rows
+    of a window are taken later as a band of these rows (``bands``), shared by overlapping windows.
+    """
+    for kw in range(kernel_w):
+        left = cols.start * stride_w + kw * dilation_w
+        right = left + stride_w * (cols.stop - cols.start - 1) + 1
+        out[:, :, :, kw] = x_grouped[:, :, in_rows, left:right:stride_w].transpose(0, 2, 1, 3, 4)
+    return out
 
-    Whole rows when a row fits; otherwise a run of columns within one row.
+
+def add_width_back(grad_gathered, grad_grouped, in_rows, cols, kernel_w, stride_w, dilation_w):
+    """The adjoint of ``gather_width``: add (g, rows, C/g, KW, c, N) back into (g, C/g, Hp, Wp, N)."""
+    for kw in range(kernel_w):
+        left = cols.start * stride_w + kw * dilation_w
+        right = left + stride_w * (cols.stop - cols.start - 1) + 1
+        grad_grouped[:, :, in_rows, left:right:stride_w] += grad_gathered[:, :, :, kw].transpose(0, 2, 1, 3, 4)
+
+
+def bands(rows_array, num_bands, band_rows, step):
+    """Overlapping bands of rows as one strided view (no copy): (g, T, M, L) -> (g, bands, band_rows*M, L).
+
+    Band b stacks rows b*step ... b*step + band_rows - 1; its (band_rows*M, L) matrix is evenly
+    strided because the rows are, so one ``matmul`` multiplies every band at once.
+    """
+    stride_g, stride_row, stride_m, stride_l = rows_array.strides
+    size_m = rows_array.shape[2]
+    assert size_m == 1 or stride_row == size_m * stride_m, "rows must be stacked evenly"
+    shape = (rows_array.shape[0], num_bands, band_rows * size_m, rows_array.shape[3])
+    return backend.as_strided(rows_array, shape, (stride_g, step * stride_row, stride_row // size_m, stride_l))
+
+
+def grouped_rows(array, groups, rows, cols):
+    """(O, OH, OW, N) -> the (g, r, O/g, c*N) view of output ``rows`` x ``cols``, one matrix per row."""
+    block = array.reshape(groups, array.shape[0] // groups, *array.shape[1:])[:, :, rows, cols]  # (g, O/g, r, c, N)
+    _, out_per_group, num_rows, num_cols, n = block.shape
+    return block.transpose(0, 2, 1, 3, 4).reshape(groups, num_rows, out_per_group, num_cols * n)  # a view: c, N merge
+
+
+# ----------------------------------------------------------------------------- blocks
+BAND_ROWS_WANTED = 8   # output rows per block when they fit: KH-1 of every KH+7 gathered rows are shared
+def band_blocks(out_hw, values_per_row_column, band_rows, row_step, block_elements, min_row_blocks=1):
+    """Cut the output into blocks of rows x columns whose gathered rows hold about ``block_elements``.
+
+    Rows first: a block aims at ``BAND_ROWS_WANTED`` output rows, so that overlapping bands share
+    their gathered rows; columns are cut to make that fit, then rows fill what is left (at least
+    ``min_row_blocks`` row blocks). The cut depends only on the sizes, never on the thread count.
+    Returns the row slices and the column slices.
     """
     out_h, out_w = out_hw
-    pixels = max(1, block_elements // max(1, elements_per_pixel))  # an empty batch has 0 per pixel
-    num_rows, num_cols = (pixels // out_w, out_w) if pixels >= out_w else (1, pixels)
-    for top in range(0, out_h, num_rows):
-        for left in range(0, out_w, num_cols):
-            yield slice(top, min(top + num_rows, out_h)), slice(left, min(left + num_cols, out_w))
-
-
-def im2col(window_view, rows, cols, groups):
-    """Copy one block of windows into columns: -> (g, C/g*KH*KW, rows*cols*N)."""
-    block = window_view[:, :, :, rows, cols]                         # (C, KH, KW, r, c, N) view
-    channels, kernel_h, kernel_w, num_rows, num_cols, n = block.shape
-    return block.reshape(groups, channels // groups * kernel_h * kernel_w, num_rows * num_cols * n)
-
-
-def output_block(grad_out, rows, cols, groups):
-    """One block of the output's gradient as matrices: (O, OH, OW, N) -> (g, O/g, rows*cols*N)."""
-    block = grad_out[:, rows, cols]
-    return block.reshape(groups, block.shape[0] // groups, block[0].size)
-
-
-def add_windows_back(grad_cols, grad_padded, rows, cols, stride, dilation):
-    """The adjoint of ``im2col``: add each column's gradient to the pixel it was read from.
-
-    grad_cols: (C, KH, KW, r, c, N). One strided ``+=`` per kernel offset (KH*KW in all, each
-    over the whole batch; not ``add.at``); offsets that read the same pixel accumulate
-    because each ``+=`` runs on its own.
-    """
-    for kh in range(grad_cols.shape[1]):
-        for kw in range(grad_cols.shape[2]):
-            grad_padded[offset_pixels(kh, kw, rows, cols, stride, dilation)] += grad_cols[:, kh, kw]
+    per_column = max(1, values_per_row_column)                           # an empty batch has 0
+    rows_wanted = (min(out_h, BAND_ROWS_WANTED) - 1) * row_step + band_rows
+    num_cols = min(out_w, max(1, block_elements // (rows_wanted * per_column)))
+    rows_in = block_elements // (num_cols * per_column)
+    num_rows = min(-(-out_h // min_row_blocks), max(1, (rows_in - band_rows) // row_step + 1))
+    row_blocks = [slice(top, min(top + num_rows, out_h)) for top in range(0, out_h, num_rows)]
+    col_blocks = [slice(left, min(left + num_cols, out_w)) for left in range(0, out_w, num_cols)]
+    return row_blocks, col_blocks

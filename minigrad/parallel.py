@@ -1,0 +1,80 @@
+"""Both CPU cores for the heavy conv kernels: a small persistent pool of worker threads.
+
+NumPy releases the GIL inside its copies, ufunc loops and BLAS calls on large arrays, so
+Python threads running NumPy code run truly in parallel. A kernel that is big enough
+(``PARALLEL_MIN_ELEMENTS``) is split once into disjoint parts whose writes never overlap
+(ops/conv.py splits its blocks of rows); each part runs on its own thread, with BLAS held to one thread
+inside so that the two levels of threads do not fight over the cores. Below the threshold
+everything stays on the calling thread: a thread hand-off costs 40-60 us, more than small
+batches gain. Memory-bound passes (ReLU, pooling, layout transposes) are not split: both
+cores share one memory bus, so they gain little.
+
+``MINIGRAD_NUM_THREADS`` sets the number of threads (default: the cores this process may use;
+1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
+so results are bit-for-bit the same with any number of threads. Kernels on CuPy arrays run
+on the calling thread: the GPU has its own parallelism.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from . import backend
+
+# Below this many values touched by a kernel, one thread is faster than two (hand-off costs).
+PARALLEL_MIN_ELEMENTS = 1 << 20
+
+
+def default_num_threads() -> int:
+    """``MINIGRAD_NUM_THREADS`` if set, else the cores this process may run on."""
+    value = os.environ.get("MINIGRAD_NUM_THREADS")
+    if value is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not value.strip().isdigit() or int(value) < 1:
+        raise ValueError(f"MINIGRAD_NUM_THREADS: expected a positive integer, got {value!r}")
+    return int(value)
+
+
+num_threads = default_num_threads()
+_workers = None          # the ThreadPoolExecutor, made on first use
+_blas = None             # threadpoolctl's handle on the loaded BLAS libraries, made on first use
+_lock = threading.Lock()
+
+
+def _pool():
+    global _workers
+    with _lock:
+        if _workers is None:
+            _workers = ThreadPoolExecutor(max_workers=num_threads - 1, thread_name_prefix="minigrad")
+    return _workers
+
+
+def _blas_libraries():
+    global _blas
+    with _lock:
+        if _blas is None:
+            from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
+            _blas = ThreadpoolController().select(user_api="blas")
+    return _blas
+
+
+def run_split(work, count, size, xp):
+    """Call ``work(part)`` for contiguous ranges ``part`` covering ``range(count)``, in parallel
+    when the kernel touches at least ``PARALLEL_MIN_ELEMENTS`` values (``size``) on the CPU.
+
+    The parts must write disjoint memory. The calling thread runs the first part itself.
+    Above the threshold BLAS is held to one thread whether or not the parts run in parallel,
+    so a product is computed the same way, to the bit, with any ``num_threads``.
+    """
+    if size < PARALLEL_MIN_ELEMENTS or xp is not backend.np:  # the GPU has its own threads
+        work(range(count))
+        return
+    num_parts = max(1, min(count, num_threads))
+    bounds = [count * p // num_parts for p in range(num_parts + 1)]
+    parts = [range(bounds[p], bounds[p + 1]) for p in range(num_parts)]
+    with _blas_libraries().limit(limits=1):  # scoped: the user's own NumPy calls keep their BLAS threads
+        futures = [_pool().submit(work, part) for part in parts[1:]]
+        work(parts[0])
+        for future in futures:
+            future.result()  # re-raises a worker's exception here
