@@ -222,6 +222,20 @@ def test_a_bad_minigrad_num_threads_is_refused_by_name(monkeypatch, value):
         parallel.default_num_threads()
 
 
+@pytest.mark.parametrize("trained", ["weight", "bias", "input"])
+def test_conv2d_gradient_of_each_input_alone_matches_torch(device, trained):
+    """The bias gradient is summed inside the weight gradient's blocks; alone it has its own path."""
+    (x, weight, bias), options = conv_problem(CONV_GEOMETRIES[2].values[0])
+    names = ("input", "weight", "bias")
+    tensors = [mg.tensor(a, requires_grad=name == trained, device=device) for name, a in zip(names, (x, weight, bias))]
+    torch_tensors = [torch.tensor(a, requires_grad=name == trained) for name, a in zip(names, (x, weight, bias))]
+    F.conv2d(*tensors, **options).sum().backward()
+    torch_F.conv2d(*torch_tensors, **options).sum().backward()
+    position = names.index(trained)
+    assert_close(tensors[position].grad.numpy(), torch_tensors[position].grad.numpy(), f"{trained} gradient")
+    assert all(t.grad is None for i, t in enumerate(tensors) if i != position)
+
+
 # ----------------------------------------------------------------------------- batch-last views between ops
 def lenet_features(F_, x, w1, b1, w2, b2, pool):
     """conv, relu, pool, conv, relu, pool, flatten: batch-last views flow from op to op."""
@@ -315,6 +329,15 @@ def test_max_pool_with_many_nans_and_ties_matches_torch(device, geometry, shape)
 def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
     x = -1.0 - np.random.default_rng(5).random((2, 2, 5, 5))
     check_pool("max_pool2d", dict(kernel_size=3, stride=2, padding=1), x, device)
+
+
+@pytest.mark.parametrize("geometry, shape", POOL_CASES)
+def test_max_pool_split_between_threads_matches_torch_and_reference(device, two_threads_always, geometry, shape):
+    """Channels split between two threads; NaN windows and ties included."""
+    rng = np.random.default_rng(8)
+    x = rng.integers(-1, 2, size=shape).astype(np.float64)
+    x[rng.random(shape) < 0.1] = np.nan
+    check_pool("max_pool2d", geometry, x, device, rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- dtypes

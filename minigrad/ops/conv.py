@@ -113,23 +113,28 @@ class Conv2d(Function):
         # out = W @ cols + b  =>  dW = dout @ cols^T,  dcols = W^T @ dout,  dx = col2im(dcols),  db = sum(dout)
         x_padded, w = self.saved
         grad_out = batch_last(grad)                                             # (O, OH, OW, N)
+        needs_x, needs_w = self.needs_input_grad[:2]
+        needs_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         grad_x = grad_w = grad_b = None
-        if self.needs_input_grad[0]:  # skipped for the first layer: its input is data
+        if needs_x:  # skipped for the first layer: its input is data
             grad_x = batch_first(unpad_spatial(self.input_gradient(grad_out, w), self.padding))
-        if self.needs_input_grad[1]:
-            grad_w = self.weight_gradient(grad_out, x_padded)
-        if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
+        if needs_w:
+            grad_w, grad_b = self.weight_gradient(grad_out, x_padded, needs_b)
+        if needs_b and grad_b is None:
             grad_b = grad_out.reshape(grad_out.shape[0], -1).sum(axis=1)  # d(out)/d(b[o]) = 1 wherever o is
         return grad_x, grad_w, grad_b
 
-    def weight_gradient(self, grad_out, x_padded):
-        """dW = sum over blocks of rows of bands @ dout^T, gathering the bands again block by block."""
+    def weight_gradient(self, grad_out, x_padded, with_bias):
+        """dW = sum over blocks of rows of bands @ dout^T, gathering the bands again block by block;
+        with ``with_bias`` also db = sum(dout), block by block while each block is in cache."""
         xp, shape = backend.xp_of(grad_out), self.shape
         x_grouped = shape.grouped(x_padded)
         blocks = shape.output_blocks(xp)
+        out_per_group = shape.out_channels // shape.groups
         band_size = shape.reach * shape.group_channels * shape.kernel_w
-        partials = xp.empty((len(blocks), shape.groups, band_size, shape.out_channels // shape.groups),
-                            dtype=grad_out.dtype)                                # every block writes its own
+        # Every block writes its own partial sums: no zero-fill, no two threads on one sum.
+        partials = xp.empty((len(blocks), shape.groups, band_size, out_per_group), dtype=grad_out.dtype)
+        bias_partials = xp.empty((len(blocks), shape.groups, out_per_group), dtype=grad_out.dtype)
 
         def weight_blocks(part):
             for i in part:
@@ -141,9 +146,12 @@ class Conv2d(Function):
                 products = backend.matmul(bands(gathered, grad_rows.shape[1], shape.reach, shape.stride[0]),
                                           grad_rows.transpose(0, 1, 3, 2))                      # (g, r, K, O/g)
                 products.sum(axis=1, out=partials[i])
+                if with_bias:
+                    grad_rows.sum(axis=(1, 3), out=bias_partials[i])
         parallel.run_split(weight_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
         # Summed in block order, never in thread order: the same bits with any number of threads.
-        return shape.weight_from_bands(partials.sum(axis=0))
+        grad_b = bias_partials.sum(axis=0).reshape(-1) if with_bias else None
+        return shape.weight_from_bands(partials.sum(axis=0)), grad_b
 
     def input_gradient(self, grad_out, w):
         """dx (padded, batch-last): row h = sum_m W_flipped[m] @ expanded[h + m], then the width adjoint.

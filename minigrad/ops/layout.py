@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numbers
 
-from .. import backend
+from .. import backend, parallel
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -54,11 +54,16 @@ def batch_last(x):
     view = x.transpose(1, 2, 3, 0)
     if view.flags.c_contiguous:
         return view
-    out = backend.xp_of(x).empty(view.shape, dtype=x.dtype)
-    # 8 images at a time: each cache line of ``out`` is filled before it is evicted
-    # (4x faster than one big transposing copy of a (512, 3, 32, 32) batch).
-    for start in range(0, x.shape[0], IMAGES_PER_TRANSPOSE):
-        out[..., start:start + IMAGES_PER_TRANSPOSE] = view[..., start:start + IMAGES_PER_TRANSPOSE]
+    xp = backend.xp_of(x)
+    out = xp.empty(view.shape, dtype=x.dtype)
+
+    def copy_images(chunks):
+        # 8 images at a time: each cache line of ``out`` is filled before it is evicted
+        # (4x faster than one big transposing copy of a (512, 3, 32, 32) batch).
+        for chunk in chunks:
+            images = slice(chunk * IMAGES_PER_TRANSPOSE, (chunk + 1) * IMAGES_PER_TRANSPOSE)
+            out[..., images] = view[..., images]
+    parallel.run_split(copy_images, -(-x.shape[0] // IMAGES_PER_TRANSPOSE), x.size, xp)
     return out
 
 

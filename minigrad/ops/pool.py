@@ -13,7 +13,7 @@ so each step is one vectorised operation over the whole batch (4 of them for a 2
 """
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Function
 from ..tensor import check_is_tensor
 from .layout import batch_first, batch_last, kernel_offsets, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
@@ -33,10 +33,18 @@ class MaxPool2d(Function):
         xp = backend.xp_of(x)
         x_padded = pad_spatial(batch_last(x), padding, value=-xp.inf)         # padding never wins the max
         rows, cols = pool_geometry(x_padded, kernel, stride)
-        out = None
-        for kh, kw in kernel_offsets(kernel):
-            candidate = x_padded[offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]   # (C, OH, OW, N)
-            out = candidate.copy() if out is None else xp.maximum(out, candidate, out=out)
+        out = xp.empty((x_padded.shape[0], rows.stop, cols.stop, x_padded.shape[3]), dtype=x.dtype)
+
+        def max_over_offsets(channels):                                       # (C, OH, OW, N) for these channels
+            c = slice(channels.start, channels.stop)
+            for index, (kh, kw) in enumerate(kernel_offsets(kernel)):
+                candidate = x_padded[c][offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]
+                if index == 0:
+                    out[c] = candidate
+                else:
+                    xp.maximum(out[c], candidate, out=out[c])
+        # Channels split between threads: memory-bound, but each core brings its own cache.
+        parallel.run_split(max_over_offsets, x_padded.shape[0], x_padded.size, xp)
         # x_padded is the previous op's output (kept alive by it anyway) unless padding copied it.
         self.save_for_backward(x_padded, out)
         self.geometry = (kernel, stride, padding)
@@ -46,18 +54,26 @@ class MaxPool2d(Function):
         xp = backend.xp_of(grad)
         x_padded, out = self.saved
         kernel, stride, padding = self.geometry
-        grad_padded = xp.zeros_like(x_padded)
+        grad_out = batch_last(grad)                                            # (C, OH, OW, N)
+        windows_tile_input = (stride == kernel and out.shape[1] * kernel[0] == x_padded.shape[1]
+                              and out.shape[2] * kernel[1] == x_padded.shape[2])
+        # Windows that tile the input write every pixel below: no zero-fill needed.
+        grad_padded = (xp.empty_like if windows_tile_input else xp.zeros_like)(x_padded)
         unclaimed = xp.ones(out.shape, dtype=bool)                             # windows not yet routed
-        route = (x_padded, batch_last(grad), grad_padded, unclaimed, stride)
-        # First wins: visiting offsets in row-major order and routing each window's gradient to
-        # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
         windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
-        route_to_first_match(lambda pixels: xp.equal(pixels, out), kernel_offsets(kernel), *route,
-                             may_overwrite=not windows_overlap)
-        # Still unclaimed: windows whose max is NaN (NaN equals nothing). PyTorch's scan
-        # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
-        if backend.may_be_true(unclaimed):
-            route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False)
+
+        def route_channels(channels):
+            c = slice(channels.start, channels.stop)
+            route = (x_padded[c], grad_out[c], grad_padded[c], unclaimed[c], stride)
+            # First wins: visiting offsets in row-major order and routing each window's gradient to
+            # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
+            route_to_first_match(lambda pixels: xp.equal(pixels, out[c]), kernel_offsets(kernel), *route,
+                                 may_overwrite=not windows_overlap)
+            # Still unclaimed: windows whose max is NaN (NaN equals nothing). PyTorch's scan
+            # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
+            if backend.may_be_true(unclaimed[c]):
+                route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False)
+        parallel.run_split(route_channels, x_padded.shape[0], x_padded.size, xp)
         return batch_first(unpad_spatial(grad_padded, padding))
 
 
