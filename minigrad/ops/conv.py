@@ -65,6 +65,18 @@ class ConvShape:
         gather_width(x_grouped, in_rows, cols, self.kernel_w, self.stride[1], self.dilation[1], out)
         return out.reshape(self.groups, num_in, self.group_channels * self.kernel_w, num_cols * self.batch)
 
+    def band_runs(self, rows, last_dout_row):
+        """Runs of input ``rows`` whose bands keep the same rows m_start ... m_stop-1 once cut to
+        dout_rows' rows 0 ... last_dout_row: (first, stop, (m_start, m_stop)); the middle rows are one run."""
+        runs = []
+        for h in range(rows.start, rows.stop):
+            band = (max(0, self.reach - 1 - h), min(self.reach, last_dout_row + self.reach - h))
+            if runs and runs[-1][2] == band:
+                runs[-1][1] = h + 1
+            else:
+                runs.append([h, h + 1, band])
+        return runs
+
     def dilated_weight(self, w):
         """(O, C/g, KH, KW) -> (g, O/g, C/g, reach, KW), zero rows between the kernel's rows."""
         w = w.reshape(self.groups, self.out_channels // self.groups, *w.shape[1:])
@@ -154,30 +166,28 @@ class Conv2d(Function):
         return shape.weight_from_bands(partials.sum(axis=0)), grad_b
 
     def input_gradient(self, grad_out, w):
-        """dx (padded, batch-last): row h = sum_m W_flipped[m] @ expanded[h + m], then the width adjoint.
+        """dx (padded, batch-last): row h = sum_m W_flipped[m] @ dout_rows[h + m - (reach-1)], then the
+        width adjoint.
 
-        ``expanded`` holds the output gradient's row i at row reach-1 + i*s, zeros elsewhere: the
-        rows of dout that input row h fed are exactly one band of it, so one product per row.
+        Input row h fed output row i through kernel row reach-1-m where i*s = h + m - (reach-1).
+        ``dout_rows`` holds dout's row i at row i*s (zero rows between when s > 1), so those rows
+        are one band of it and a block of input rows is one product. Bands are cut to the rows
+        that exist, so border rows multiply no zeros.
         """
         xp, shape = backend.xp_of(grad_out), self.shape
         groups, reach, stride = shape.groups, shape.reach, shape.stride
         out_h, out_w = shape.out_hw
         out_per_group = shape.out_channels // groups
-        expanded_rows = shape.padded_h + reach - 1
-        expanded = (xp.zeros if stride[0] > 1 else xp.empty)(
-            (groups, expanded_rows, out_per_group, out_w, shape.batch), dtype=grad_out.dtype)
-        if stride[0] == 1:  # only the rows before and after dout need zeros
-            expanded[:, :reach - 1] = 0
-            expanded[:, reach - 1 + out_h:] = 0
-        expanded[:, reach - 1:reach - 1 + (out_h - 1) * stride[0] + 1:stride[0]] = (
-            grad_out.reshape(groups, out_per_group, out_h, out_w, shape.batch).transpose(0, 2, 1, 3, 4))
+        dout_rows = (xp.zeros if stride[0] > 1 else xp.empty)(                  # (g, (OH-1)*s+1, O/g, OW, N)
+            (groups, (out_h - 1) * stride[0] + 1, out_per_group, out_w, shape.batch), dtype=grad_out.dtype)
+        dout_rows[:, ::stride[0]] = grad_out.reshape(groups, out_per_group, *grad_out.shape[1:]).transpose(0, 2, 1, 3, 4)
         flipped = shape.dilated_weight(w)[:, :, :, ::-1].transpose(0, 2, 4, 3, 1)       # (g, C/g, KW, reach, O/g)
         flipped = flipped.reshape(groups, 1, shape.group_channels * shape.kernel_w, reach * out_per_group)
         grad_padded = xp.empty((shape.channels, shape.padded_h, shape.padded_w, shape.batch), dtype=grad_out.dtype)
         grad_grouped = shape.grouped(grad_padded)
         top = self.padding[0]  # padding rows get no gradient: only rows top ... Hp-top-1 are computed
         # Whole rows per thread (their width adds overlap between column blocks).
-        row_blocks, col_blocks = band_blocks((shape.padded_h - 2 * top, shape.out_hw[1]),
+        row_blocks, col_blocks = band_blocks((shape.padded_h - 2 * top, out_w),
                                              (shape.channels * shape.kernel_w + shape.out_channels) * shape.batch,
                                              reach, 1, backend.conv_block_elements(xp), min_row_blocks=2)
 
@@ -186,12 +196,19 @@ class Conv2d(Function):
                 rows = slice(block.start + top, block.stop + top)
                 grad_grouped[:, :, rows] = 0                              # zeroed while in cache; adds follow
                 for cols in col_blocks:
-                    num_cols = cols.stop - cols.start
-                    dout_rows = expanded[:, rows.start:, :, cols]                       # (g, T', O/g, c, N)
-                    dout_rows = dout_rows.reshape(*dout_rows.shape[:3], num_cols * shape.batch)
-                    grad_bands = backend.matmul(flipped, bands(dout_rows, rows.stop - rows.start, reach, 1))
+                    dout_cols = dout_rows[:, :, :, cols]                                   # (g, T, O/g, c, N)
+                    dout_cols = dout_cols.reshape(*dout_cols.shape[:3], -1)
+                    grad_bands = xp.empty((groups, rows.stop - rows.start, flipped.shape[2], dout_cols.shape[3]),
+                                          dtype=grad_out.dtype)                       # (g, r, C/g*KW, c*N)
+                    for first, stop, (m_start, m_stop) in shape.band_runs(rows, (out_h - 1) * stride[0]):
+                        target = grad_bands[:, first - rows.start:stop - rows.start]
+                        if m_stop <= m_start:  # rows that fed no output (beyond the last window)
+                            target[...] = 0
+                            continue
+                        band = bands(dout_cols[:, first + m_start - (reach - 1):], stop - first, m_stop - m_start, 1)
+                        backend.matmul(flipped[..., m_start * out_per_group:m_stop * out_per_group], band, out=target)
                     add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
-                                                      shape.kernel_w, num_cols, shape.batch),
+                                                      shape.kernel_w, cols.stop - cols.start, shape.batch),
                                    grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
         parallel.run_split(input_rows, len(row_blocks), grad_padded.size * shape.kernel_w, xp)
         return grad_padded
