@@ -19,7 +19,7 @@ import zipfile
 
 from . import backend, nn
 from .backend import np
-from .files import atomic_write
+from .files import atomic_write, failed_write
 from .tensor import Tensor
 
 FORMAT = "minigrad-checkpoint"
@@ -33,8 +33,11 @@ def save(path, state):
     arrays = {}
     meta = {"format": FORMAT, "version": VERSION, "state": _encode(state, arrays)}
     meta_bytes = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    with atomic_write(path) as file:
-        np.savez(file, **{META_KEY: meta_bytes}, **arrays)
+    try:
+        with atomic_write(path) as file:
+            np.savez(file, **{META_KEY: meta_bytes}, **arrays)
+    except OSError as error:  # disk full, permissions: say which file, and that the old one survives
+        raise failed_write(path, error, "checkpoint") from error
     return path
 
 
@@ -91,6 +94,8 @@ def load(path):
         raise ValueError(f"{path}: not a minigrad checkpoint (format: expected {FORMAT!r}, got {format_name!r})")
     if meta.get("version") != VERSION:
         raise ValueError(f"{path}: checkpoint version: expected {VERSION}, got {meta.get('version')!r}")
+    if "state" not in meta:
+        raise ValueError(f"{path}: corrupt checkpoint metadata: no 'state' entry")
     return _decode(meta["state"], arrays, path)
 
 

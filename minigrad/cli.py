@@ -28,8 +28,8 @@ from . import backend, checkpoint, distributed, nn, optim, random, train
 from .data import DataLoader, TensorDataset
 from .data.datasets import DATASET_NAMES, load_dataset
 from .models import MODEL_NAMES, build_model
-from .report import (CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE, epoch_record, print_epoch, print_report,
-                     progress_bar, step_reporter, write_outputs)
+from .report import (CHECKPOINT_FILE, check_output_dir, describe_written, epoch_record, print_epoch,
+                     print_report, progress_bar, remove_stale_outputs, step_reporter, write_outputs)
 
 EVAL_BATCH_SIZE = 500
 # Options a resumed run may change: where and how it runs, and how long; never what it trains.
@@ -38,6 +38,7 @@ RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "downl
 PER_RANK_OPTIONS = ("device", "data_dir")
 CONFIG_KEYS = ("dataset", "data_dir", "normalize", "model", "epochs", "batch_size", "micro_batch_size", "optimizer",
                "lr", "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
+SNAPSHOT_KEYS = ("epoch", "config", "model", "optimizer", "loader", "rng", "history")  # Run.snapshot()
 
 
 # ----------------------------------------------------------------------------- options
@@ -143,6 +144,7 @@ def resumed_config(parser, args, explicit):
         state = checkpoint.load(path)
     except (OSError, ValueError) as error:
         parser.error(f"argument --resume: {error}")
+    check_snapshot(parser, state, path)
     config = dict(state["config"])
     for name, value in explicit.items():
         if name in RESUME_OVERRIDES or name not in config:
@@ -154,6 +156,19 @@ def resumed_config(parser, args, explicit):
         if name in explicit:
             config[name] = getattr(args, name)
     return config, state
+
+
+def check_snapshot(parser, state, path):
+    """Every entry a resumed run reads, found now and named with the file (not a KeyError later)."""
+    missing = [key for key in SNAPSHOT_KEYS if key not in state] if isinstance(state, dict) else ["config"]
+    if missing:
+        parser.error(f"argument --resume: {path}: the checkpoint has no {missing[0]!r} entry "
+                     f"(a run's checkpoint holds {', '.join(SNAPSHOT_KEYS)}); was it written by minigrad train?")
+    config = state["config"]
+    missing = [key for key in CONFIG_KEYS if key not in config] if isinstance(config, dict) else ["dataset"]
+    if missing:
+        parser.error(f"argument --resume: {path}: the checkpoint's config has no {missing[0]!r} entry "
+                     f"(expected {', '.join(CONFIG_KEYS)})")
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -234,6 +249,8 @@ def train_epoch(run, epoch, show_progress, world):
         if bar is not None:
             bar.close()
     test_stats = train.evaluate(run.model, run.criterion, run.test_loader, run.split.num_classes, world=world)
+    if not math.isfinite(test_stats["loss"]):  # finite weights can still overflow the logits
+        raise train.diverged(epoch, f"the test loss is {test_stats['loss']}")
     return epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started)
 
 
@@ -266,10 +283,21 @@ def train_command(parser, argv):
     explicit = explicit_options(argv)
     if "momentum" in explicit and args.optimizer != "sgd":
         parser.error(f"argument --momentum: only SGD uses momentum, got --optimizer {args.optimizer}")
+    world = distributed.world()
+    say = print if world.rank == 0 else (lambda *args, **kwargs: None)  # one report, not one per rank
     config, state = {name: getattr(args, name) for name in CONFIG_KEYS}, None
     if args.resume:
         config, state = resumed_config(parser, args, explicit)
+        if len(state["history"]) >= config["epochs"]:
+            say(f"nothing to do: {os.path.join(args.resume, CHECKPOINT_FILE)} has already trained "
+                f"{len(state['history'])} epochs (--epochs {config['epochs']}); pass a larger --epochs to continue")
+            return 0
     out_dir = args.out or args.resume
+    if out_dir and world.rank == 0:  # the rank that writes checks now, not after an epoch of training
+        try:
+            check_output_dir(out_dir)
+        except ValueError as error:
+            parser.error(f"argument {'--out' if args.out else '--resume'}: {error}")
     try:
         run = build_run(config, args.download)
     except (OSError, ValueError) as error:  # missing or corrupt data files, failed downloads
@@ -280,28 +308,41 @@ def train_command(parser, argv):
             run.restore(state, os.path.join(args.resume, CHECKPOINT_FILE))
         except ValueError as error:
             parser.error(f"argument --resume: {error}")
-    world = distributed.world()
-    say = print if world.rank == 0 else (lambda *args, **kwargs: None)  # one report, not one per rank
+    if out_dir and world.rank == 0:
+        remove_stale_outputs(out_dir)
     say(describe(run, len(run.history), world))
+    written = []
     for epoch in range(len(run.history), config["epochs"]):
         try:
             record = train_epoch(run, epoch, show_progress=not args.no_progress and world.rank == 0, world=world)
-        except train.TrainingDiverged as error:  # the same loss on every rank: all stop here together
-            say(f"minigrad train: error: {error}", file=sys.stderr)
+        except train.TrainingDiverged as error:  # the same on every rank: all stop here, nothing written
+            say(f"minigrad train: error: {error}{what_is_kept(out_dir, run.history)}", file=sys.stderr)
             return 1
         run.history.append(record)
         if world.rank == 0:
             print_epoch(record, config["epochs"])
         if out_dir:
             if world.rank == 0:  # every rank holds the same state; one writes it
-                write_outputs(out_dir, config, run.split.class_names, run.history, run.snapshot())
+                try:
+                    written = write_outputs(out_dir, config, run.split.class_names, run.history, run.snapshot())
+                except OSError as error:  # disk full: the message names the file; the previous one is intact
+                    print(f"minigrad train: error: {error}", file=sys.stderr)
+                    return 1
             world.barrier()  # nobody runs ahead of a checkpoint that may still fail to be written
-    if run.history:
-        if world.rank == 0:
-            print_report(run.history[-1], run.split.class_names, len(run.test_loader.dataset))
-    if out_dir:
-        say(f"wrote {METRICS_FILE}, {CHECKPOINT_FILE} and {PLOT_FILE} to {out_dir}")
+    if world.rank == 0:
+        print_report(run.history[-1], run.split.class_names, len(run.test_loader.dataset))
+        if written:
+            print(describe_written(out_dir, written))
     return 0
+
+
+def what_is_kept(out_dir, history):
+    """After a failed epoch: which good files remain (a diverged run never overwrites them)."""
+    if not out_dir:
+        return ""
+    if not history:
+        return f"; nothing was written to {out_dir}"
+    return f"; {CHECKPOINT_FILE} in {out_dir} still holds epoch {len(history)}, the last good one"
 
 
 def main(argv=None):

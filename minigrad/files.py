@@ -11,6 +11,7 @@ Read next: nothing; this is a leaf (used by ``checkpoint.py``, ``data/downloads.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 
@@ -36,6 +37,27 @@ def atomic_write(path, mode="wb", suffix=".tmp"):
         if os.path.exists(temporary):
             os.remove(temporary)
         raise
+
+
+def temporary_pattern(path, suffix=".tmp"):
+    """The names ``atomic_write(path)`` gives its temporary files, as a glob pattern."""
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(glob.escape(directory), "." + glob.escape(name) + ".*" + suffix)
+
+
+def remove_stale_temporaries(path, suffix=".tmp"):
+    """Delete what a killed writer of ``path`` left (atomic_write cleans up after any exception,
+    but not after SIGKILL or a power cut). Only names atomic_write makes for ``path`` are touched."""
+    for temporary in glob.glob(temporary_pattern(path, suffix)):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+
+
+def failed_write(path, error, what="file"):
+    """An OSError naming the file that could not be written and what is left there: thanks to
+    atomic_write, the previous version of ``path`` (if any) is intact."""
+    previous = f"the previous {what} there is intact" if os.path.exists(path) else f"no {what} was written"
+    return OSError(f"could not write {path} ({getattr(error, 'strerror', None) or error}); {previous}")
 
 
 def make_readable(path):

@@ -13,10 +13,11 @@ import json
 import math
 import os
 import sys
+import tempfile
 import time
 
 from . import checkpoint
-from .files import atomic_write
+from .files import atomic_write, failed_write, remove_stale_temporaries
 
 CHECKPOINT_FILE = "checkpoint.npz"
 METRICS_FILE = "metrics.json"
@@ -58,30 +59,73 @@ def finite_or_none(value):
 
 
 def epoch_record(epoch, train_stats, test_stats, step_losses, seconds):
-    return {"epoch": epoch, "train_loss": train_stats["loss"], "train_accuracy": train_stats["accuracy"],
+    """One epoch's metrics; a NaN step loss (a batch whose targets were all ignored) becomes null."""
+    return {"epoch": epoch, "train_loss": finite_or_none(train_stats["loss"]),
+            "train_accuracy": train_stats["accuracy"],
             "test_loss": test_stats["loss"], "test_accuracy": test_stats["accuracy"],
             "per_class_accuracy": [finite_or_none(value) for value in test_stats["per_class_accuracy"] or []],
             "images_per_second": train_stats["images_per_second"], "seconds": seconds,
-            "step_losses": step_losses}
+            "step_losses": [finite_or_none(loss) for loss in step_losses]}
+
+
+# ----------------------------------------------------------------------------- the run's files
+def check_output_dir(out_dir):
+    """Raise ValueError now, before any training, if ``out_dir`` cannot receive the run's files:
+    it (or the nearest part of its path that exists) must be a directory we can write in."""
+    existing = os.path.abspath(out_dir)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise ValueError(f"{existing} is a file, not a directory")
+    try:
+        with tempfile.TemporaryFile(dir=existing):  # a real probe: permissions, read-only mounts
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write in {existing} ({error.strerror or error})") from None
+
+
+def remove_stale_outputs(out_dir):
+    """Temporary files that a killed run left beside its checkpoint, metrics and plot."""
+    for name in (CHECKPOINT_FILE, METRICS_FILE, PLOT_FILE):
+        remove_stale_temporaries(os.path.join(out_dir, name))
 
 
 def write_outputs(out_dir, config, class_names, history, state):
+    """Checkpoint, then metrics.json, then the plot; returns the names written (no plot without
+    matplotlib). The metrics are serialised first, so a value JSON cannot hold fails before
+    any file changes, and checkpoint and metrics.json stay at the same epoch."""
+    metrics_text = json.dumps({"config": config, "class_names": list(class_names), "epochs": history},
+                              indent=1, allow_nan=False)
     os.makedirs(out_dir, exist_ok=True)
     checkpoint.save(os.path.join(out_dir, CHECKPOINT_FILE), state)
-    metrics = {"config": config, "class_names": list(class_names), "epochs": history}
-    with atomic_write(os.path.join(out_dir, METRICS_FILE), mode="w") as file:
-        json.dump(metrics, file, indent=1, allow_nan=False)
-    plot_losses(os.path.join(out_dir, PLOT_FILE), history, config)
+    metrics_path = os.path.join(out_dir, METRICS_FILE)
+    try:
+        with atomic_write(metrics_path, mode="w") as file:
+            file.write(metrics_text)
+    except OSError as error:
+        raise failed_write(metrics_path, error, METRICS_FILE) from error
+    written = [METRICS_FILE, CHECKPOINT_FILE]
+    if plot_losses(os.path.join(out_dir, PLOT_FILE), history, config):
+        written.append(PLOT_FILE)
+    return written
+
+
+def describe_written(out_dir, written):
+    """"wrote metrics.json, checkpoint.npz and loss.png to DIR", naming only what was written."""
+    names = ", ".join(written[:-1]) + " and " + written[-1]
+    missing = "" if PLOT_FILE in written else f" (no {PLOT_FILE}: matplotlib is not installed)"
+    return f"wrote {names} to {out_dir}{missing}"
 
 
 def plot_losses(path, history, config):
-    """Per-step training loss, per-epoch test loss, and test accuracy; headless (Agg)."""
+    """Per-step training loss, per-epoch test loss, and test accuracy; headless (Agg).
+    Returns False (and draws nothing) when matplotlib is not installed."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return
+        return False
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(10, 4))
     for record in history:
         steps = len(record["step_losses"])
@@ -96,8 +140,14 @@ def plot_losses(path, history, config):
     accuracy_axes.plot(epochs, [100 * (r["test_accuracy"] or 0) for r in history], "s-", color="tab:green")
     accuracy_axes.set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        with atomic_write(path) as file:
+            figure.savefig(file, format="png", dpi=100)
+    except OSError as error:
+        raise failed_write(path, error, PLOT_FILE) from error
+    finally:
+        plt.close(figure)
+    return True
 
 
 def print_report(record, class_names, test_count):

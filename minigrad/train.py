@@ -31,7 +31,20 @@ from .tensor import Tensor
 
 
 class TrainingDiverged(FloatingPointError):
-    """The loss became NaN or infinite; the message names the epoch and the step."""
+    """The loss, the test loss or a parameter became NaN or infinite; the message names the epoch
+    (and the step, when a batch's loss showed it)."""
+
+
+def diverged(epoch, what):
+    return TrainingDiverged(f"training diverged at epoch {epoch} (0-based): {what}; lower the learning rate "
+                            f"or check the data")
+
+
+def check_finite_parameters(model, epoch):
+    """The last step of an epoch has no later loss to show that it broke the weights: look at them."""
+    for name, parameter in model.named_parameters():
+        if not bool(backend.xp_of(parameter.array).isfinite(parameter.array).all()):
+            raise diverged(epoch, f"after its last step parameter {name!r} holds non-finite values")
 
 
 # ----------------------------------------------------------------------------- one batch
@@ -200,10 +213,14 @@ def _as_tensor(value, name):
 
 # ----------------------------------------------------------------------------- the loop
 def train_one_epoch(model, criterion, optimizer, loader, micro_batch_size=None, epoch=0, on_step=None, world=None):
-    """One pass over ``loader``: per batch, zero_grad, accumulate, check the loss, one step.
+    """One pass over ``loader``: per batch, zero_grad, accumulate, check the loss, one step;
+    at the end, check that the parameters are finite (``TrainingDiverged`` otherwise).
 
     Returns dict(loss = mean loss per sample, accuracy (classification; else None),
     images_per_second, steps). ``on_step(step, loss, batch_size)`` is called after each step.
+    A batch whose every target is ignored (``ignore_index``) has a NaN loss and a zero gradient,
+    as in PyTorch: that is not divergence. It still takes its step (as PyTorch's loop would; with
+    momentum that moves the weights), its NaN goes to ``on_step``, and the epoch's mean leaves it out.
     Across processes (``world``, default ``distributed.world()``) every rank iterates the same
     global batches; the ranks first check that they agree on the epoch's plan, and the loss,
     the gradients and the accuracy counts are sums over the ranks, so every rank returns the
@@ -214,23 +231,27 @@ def train_one_epoch(model, criterion, optimizer, loader, micro_batch_size=None, 
         world.check_same_plan(epoch_plan(model, optimizer, loader, micro_batch_size, epoch))
     model.train()
     counter = AccuracyCounter(criterion)
-    loss_sum, samples, steps = 0.0, 0, 0
+    loss_sum, samples, images, steps = 0.0, 0, 0, 0  # samples: those of batches that count in the mean
     started = time.perf_counter()
     for step, (inputs, targets) in enumerate(loader):
         optimizer.zero_grad()
         loss = accumulate(model, criterion, inputs, targets, micro_batch_size, on_micro_batch=counter.add,
                           world=world)
-        if not math.isfinite(loss):  # the whole batch's loss, the same on every rank: all stop together
+        counts_nothing = not loss_normalizer(criterion, _as_tensor(targets, "targets"))
+        if not math.isfinite(loss) and not counts_nothing:  # the same on every rank: all stop together
             raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step} (0-based): the loss is "
                                    f"{loss}; lower the learning rate or check the data")
         optimizer.step()  # once per batch, however many micro-batches made its gradient
-        loss_sum, samples, steps = loss_sum + loss * len(inputs), samples + len(inputs), steps + 1
+        if not counts_nothing:
+            loss_sum, samples = loss_sum + loss * len(inputs), samples + len(inputs)
+        images, steps = images + len(inputs), steps + 1
         if on_step is not None:
             on_step(step, loss, len(inputs))
     counter.sum_over(world)
+    check_finite_parameters(model, epoch)
     elapsed = time.perf_counter() - started
-    return dict(loss=loss_sum / max(samples, 1), accuracy=counter.accuracy(), steps=steps,
-                images_per_second=samples / elapsed if elapsed > 0 else float("inf"))
+    return dict(loss=loss_sum / samples if samples else float("nan"), accuracy=counter.accuracy(), steps=steps,
+                images_per_second=images / elapsed if elapsed > 0 else float("inf"))
 
 
 def epoch_plan(model, optimizer, loader, micro_batch_size, epoch):

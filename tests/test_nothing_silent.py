@@ -14,12 +14,32 @@ Silent wrong results
 - test_max_gradient_goes_to_the_nan_as_torch
 - test_module_load_state_dict_changes_nothing_when_any_entry_is_bad
 
+Training runs that lose work
+- test_a_run_diverging_in_its_last_step_keeps_the_last_good_checkpoint
+- test_an_out_path_that_is_a_file_is_refused_before_training
+- test_an_unwritable_out_path_is_refused_before_training
+- test_train_and_test_images_of_different_shapes_are_refused_before_training
+- test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one
+- test_a_run_removes_its_own_stale_temporary_files
+- test_resume_with_nothing_left_to_do_says_so_and_writes_nothing
+- test_the_loss_plot_is_not_claimed_without_matplotlib
+- test_an_all_ignored_batch_is_not_divergence_and_steps_as_torch
+
 Vague errors
 - test_linear_accepts_numpy_integers
 - test_conv2d_rejects_a_non_positive_kernel_or_negative_channels_naming_them
 - test_optimizer_load_state_dict_checks_the_structure_first
 - test_module_load_state_dict_given_a_list_names_the_type
+- test_a_checkpoint_missing_an_entry_names_the_file_and_the_entry
+- test_checkpoint_metadata_without_its_state_names_the_file
+- test_an_idx_header_promising_more_data_than_the_file_holds_names_the_file
 """
+import errno
+import gzip
+import os
+import re
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +47,10 @@ import torch
 import minigrad as mg
 import minigrad.nn as nn
 import minigrad.optim as optim
+from minigrad import checkpoint, cli, train
+from minigrad.data import DataLoader, TensorDataset
+from minigrad.data.datasets import IDX_IMAGES_MAGIC, read_idx
+from test_datasets import idx_bytes, write_mnist_files
 from torch_check import check_against_torch
 
 
@@ -202,3 +226,186 @@ def test_optimizer_load_state_dict_checks_the_structure_first():
                "param_groups": saved["param_groups"]}
     with pytest.raises(ValueError, match=r"state\[0\]: missing 'step'"):
         optim.Adam(model.parameters()).load_state_dict(no_step)
+
+
+# ----------------------------------------------------------------------------- training runs
+TINY = ["--no-progress", "--limit-train", "48", "--limit-test", "30", "--batch-size", "8"]  # 6 steps an epoch
+
+
+def run_cli(*args):
+    return cli.main(["train", *TINY, *args])
+
+
+def files_in(directory):
+    """{name: bytes} of everything in ``directory`` (temporary files included)."""
+    return {name: (directory / name).read_bytes() for name in sorted(os.listdir(directory))}
+
+
+def poison_step(monkeypatch, value, at_call):
+    """Make the optimizer's ``at_call``-th step (1-based) write ``value`` into the first parameter."""
+    calls = []
+    original = optim.Adam.step
+
+    def step(self, closure=None):
+        result = original(self, closure)
+        calls.append(1)
+        if len(calls) == at_call:
+            self.param_groups[0]["params"][0].array[...] = value
+        return result
+    monkeypatch.setattr(optim.Adam, "step", step)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+@pytest.mark.parametrize("value, what", [(np.inf, r"parameter '\S+' holds non-finite values"),
+                                         (1e38, r"the test loss is (nan|inf)")])
+def test_a_run_diverging_in_its_last_step_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys, value, what):
+    assert run_cli("--epochs", "1", "--out", str(tmp_path)) == 0
+    good = files_in(tmp_path)
+    poison_step(monkeypatch, value, at_call=6)   # the last step of epoch 2: every batch loss stays finite
+    assert run_cli("--resume", str(tmp_path), "--epochs", "2") == 1
+    err = capsys.readouterr().err
+    assert re.search(r"training diverged at epoch 1 \(0-based\).*" + what, err), err
+    assert "checkpoint.npz in " + str(tmp_path) + " still holds epoch 1" in err
+    assert files_in(tmp_path) == good            # checkpoint, metrics and plot untouched; no .tmp
+
+
+def test_an_out_path_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    out = tmp_path / "results"
+    out.write_text("not a directory")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("--epochs", "1", "--out", str(out))
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert f"argument --out: {out} is a file, not a directory" in captured.err
+    assert captured.out == "" and out.read_text() == "not a directory"   # nothing trained, nothing written
+    with pytest.raises(SystemExit):
+        run_cli("--epochs", "1", "--out", str(out / "inside"))
+    assert f"argument --out: {out} is a file, not a directory" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_path_is_refused_before_training(capsys):
+    with pytest.raises(SystemExit) as exit_info:   # /proc refuses new files, even to root
+        run_cli("--epochs", "1", "--out", "/proc/minigrad-run")
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    assert "argument --out: cannot write in /proc" in captured.err and captured.out == ""
+
+
+def test_train_and_test_images_of_different_shapes_are_refused_before_training(tmp_path, capsys):
+    write_mnist_files(tmp_path, train_count=16, test_count=4)
+    with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as file:
+        file.write(idx_bytes(np.zeros((4, 14, 14), dtype=np.uint8)))
+    assert cli.main(["train", "--no-progress", "--dataset", "mnist", "--data-dir", str(tmp_path),
+                     "--epochs", "1", "--batch-size", "8"]) == 1
+    captured = capsys.readouterr()
+    assert "test images are (1, 14, 14) but train images are (1, 28, 28)" in captured.err
+    assert "epoch" not in captured.out
+
+
+def test_a_failed_checkpoint_write_names_the_file_and_keeps_the_previous_one(tmp_path, monkeypatch, capsys):
+    assert run_cli("--epochs", "1", "--out", str(tmp_path)) == 0
+    good = files_in(tmp_path)
+
+    def disk_full(file, **arrays):
+        file.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(checkpoint.np, "savez", disk_full)
+    assert run_cli("--resume", str(tmp_path), "--epochs", "2") == 1
+    err = capsys.readouterr().err
+    path = tmp_path / "checkpoint.npz"
+    assert f"could not write {path} (No space left on device); the previous checkpoint there is intact" in err
+    assert "Traceback" not in err and files_in(tmp_path) == good
+
+
+def test_a_run_removes_its_own_stale_temporary_files(tmp_path):
+    stale = [".checkpoint.npz.k2j3h4.tmp", ".metrics.json.x8d7.tmp", ".loss.png.a1.tmp"]
+    for name in stale + [".notes.txt.tmp", "checkpoint.npz.tmp"]:
+        (tmp_path / name).write_bytes(b"left by a killed run")
+    assert run_cli("--epochs", "1", "--out", str(tmp_path)) == 0
+    left = set(os.listdir(tmp_path))
+    assert not left & set(stale)
+    assert {".notes.txt.tmp", "checkpoint.npz.tmp"} <= left   # not the run's own: kept
+
+
+@pytest.mark.parametrize("epochs", ["1", "2"])
+def test_resume_with_nothing_left_to_do_says_so_and_writes_nothing(tmp_path, capsys, epochs):
+    assert run_cli("--epochs", "2", "--out", str(tmp_path)) == 0
+    (tmp_path / ".checkpoint.npz.old.tmp").write_bytes(b"")
+    before = files_in(tmp_path)
+    capsys.readouterr()
+    assert cli.main(["train", "--no-progress", "--resume", str(tmp_path), "--epochs", epochs]) == 0
+    printed = capsys.readouterr().out
+    assert f"nothing to do: {tmp_path / 'checkpoint.npz'} has already trained 2 epochs (--epochs {epochs})" in printed
+    assert "wrote" not in printed and files_in(tmp_path) == before
+
+
+def test_the_loss_plot_is_not_claimed_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # `import matplotlib` raises ImportError
+    assert run_cli("--epochs", "1", "--out", str(tmp_path)) == 0
+    printed = capsys.readouterr().out
+    assert f"wrote metrics.json and checkpoint.npz to {tmp_path} (no loss.png: matplotlib is not installed)" in printed
+    assert not (tmp_path / "loss.png").exists()
+
+
+def test_an_all_ignored_batch_is_not_divergence_and_steps_as_torch():
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((12, 3)).astype(np.float32)
+    labels = rng.integers(0, 2, size=12)
+    labels[4:8] = -100                                  # the second batch of 4 counts nothing
+    mg.manual_seed(0)
+    model = nn.Linear(3, 2)
+    twin = torch.nn.Linear(3, 2)
+    with torch.no_grad():
+        twin.weight.copy_(torch.from_numpy(model.weight.numpy()))
+        twin.bias.copy_(torch.from_numpy(model.bias.numpy()))
+    opt, twin_opt = optim.SGD(model.parameters(), lr=0.5, momentum=0.9), torch.optim.SGD(twin.parameters(), lr=0.5,
+                                                                                          momentum=0.9)
+    stats = train.train_one_epoch(model, nn.CrossEntropyLoss(), opt, DataLoader(TensorDataset(images, labels),
+                                                                                batch_size=4))
+    losses = []
+    for start in range(0, 12, 4):                       # PyTorch's loop: NaN loss, zero gradient, steps on
+        twin_opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(twin(torch.from_numpy(images[start:start + 4])),
+                                                 torch.from_numpy(labels[start:start + 4]))
+        loss.backward()
+        twin_opt.step()
+        losses.append(loss.item())
+    assert np.isnan(losses[1])
+    np.testing.assert_allclose(model.weight.numpy(), twin.weight.detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert stats["loss"] == pytest.approx((losses[0] + losses[2]) / 2, rel=1e-5)  # the NaN batch is skipped
+    assert stats["steps"] == 3
+
+
+# ----------------------------------------------------------------------------- vague errors (files)
+@pytest.mark.parametrize("entry", ["rng", "config", "model"])
+def test_a_checkpoint_missing_an_entry_names_the_file_and_the_entry(tmp_path, capsys, entry):
+    assert run_cli("--epochs", "1", "--out", str(tmp_path)) == 0
+    path = tmp_path / "checkpoint.npz"
+    state = checkpoint.load(path)
+    checkpoint.save(path, {key: value for key, value in state.items() if key != entry})
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--resume", str(tmp_path), "--epochs", "2"])
+    assert exit_info.value.code == 2
+    assert f"argument --resume: {path}: the checkpoint has no {entry!r} entry" in capsys.readouterr().err
+    del state["config"]["lr"]
+    checkpoint.save(path, state)
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--resume", str(tmp_path), "--epochs", "2"])
+    assert f"{path}: the checkpoint's config has no 'lr' entry" in capsys.readouterr().err
+
+
+def test_checkpoint_metadata_without_its_state_names_the_file(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    meta = np.frombuffer(b'{"format": "minigrad-checkpoint", "version": 1}', dtype=np.uint8)
+    np.savez(path, __meta__=meta)
+    with pytest.raises(ValueError, match=rf"{path}: corrupt checkpoint metadata: no 'state' entry"):
+        checkpoint.load(path)
+
+
+def test_an_idx_header_promising_more_data_than_the_file_holds_names_the_file(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    header = IDX_IMAGES_MAGIC.to_bytes(4, "big") + b"".join(n.to_bytes(4, "big") for n in (2 ** 31, 2 ** 31, 4))
+    path.write_bytes(header)                            # 2^64 pixels promised (NumPy's int64 product: 0)
+    with pytest.raises(ValueError, match=rf"{path}: IDX size mismatch: header says shape \(2147483648, "
+                                         rf"2147483648, 4\), i.e. 18446744073709551632 bytes, but the file has 16"):
+        read_idx(str(path), IDX_IMAGES_MAGIC)

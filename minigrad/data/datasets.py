@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import io
+import math
 import os
 import pickle
 import tarfile
@@ -47,6 +48,13 @@ class DatasetSplit:
     test_images: np.ndarray
     test_labels: np.ndarray
     class_names: tuple
+
+    def __post_init__(self):
+        """One image shape for both halves: a model built for the training images cannot
+        evaluate others, and that should be found when the data is read, not after an epoch."""
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise ValueError(f"{self.name}: test images are {tuple(self.test_images.shape[1:])} but train images "
+                             f"are {tuple(self.train_images.shape[1:])}; both halves of a data set must match")
 
     @property
     def num_classes(self):
@@ -110,7 +118,7 @@ def read_idx(path, expected_magic):
     if len(raw) < header_size:
         raise ValueError(f"{path}: truncated IDX header: expected {header_size} bytes, got {len(raw)}")
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected_size = header_size + int(np.prod(shape))
+    expected_size = header_size + math.prod(shape)  # Python ints: np.prod would overflow int64 and wrap
     if len(raw) != expected_size:
         raise ValueError(f"{path}: IDX size mismatch: header says shape {shape}, i.e. {expected_size} "
                          f"bytes, but the file has {len(raw)} (truncated or corrupt)")
