@@ -212,20 +212,22 @@ def test_conv2d_rejects_a_non_positive_kernel_or_negative_channels_naming_them(a
         nn.Conv2d(*args)
 
 
-def test_optimizer_load_state_dict_checks_the_structure_first():
+@pytest.mark.parametrize("make", [optim.Adam, lambda p: optim.RMSprop(p, momentum=0.9, centered=True),
+                                  optim.Adagrad, optim.Adadelta])
+def test_optimizer_load_state_dict_checks_the_structure_first(make):
     model = two_layer_net()
-    opt = optim.Adam(model.parameters())
+    opt = make(model.parameters())
     (model(mg.ones((1, 3))) ** 2).sum().backward()
     opt.step()
     saved = opt.state_dict()
     no_params = {"state": saved["state"], "param_groups": [{k: v for k, v in saved["param_groups"][0].items()
                                                             if k != "params"}]}
     with pytest.raises(ValueError, match=r"param_groups\[0\]: expected a dict with a 'params' list"):
-        optim.Adam(model.parameters()).load_state_dict(no_params)
+        make(model.parameters()).load_state_dict(no_params)
     no_step = {"state": {0: {k: v for k, v in saved["state"][0].items() if k != "step"}},
                "param_groups": saved["param_groups"]}
     with pytest.raises(ValueError, match=r"state\[0\]: missing 'step'"):
-        optim.Adam(model.parameters()).load_state_dict(no_step)
+        make(model.parameters()).load_state_dict(no_step)
 
 
 # ----------------------------------------------------------------------------- training runs

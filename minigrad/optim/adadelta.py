@@ -27,6 +27,9 @@ class Adadelta(Optimizer):
         if not 0.0 <= group["rho"] <= 1.0:
             raise ValueError(f"rho: expected a number in [0, 1], got {group['rho']!r}")
 
+    def state_keys(self, group):
+        return ("step", "square_avg", "acc_delta")
+
     def update(self, param, grad, state, group):
         xp = backend.xp_of(param)
         rho, eps = group["rho"], group["eps"]

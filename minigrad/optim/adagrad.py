@@ -24,6 +24,9 @@ class Adagrad(Optimizer):
         for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
             check_non_negative(name, group[name])
 
+    def state_keys(self, group):
+        return ("step", "sum")
+
     def update(self, param, grad, state, group):
         xp = backend.xp_of(param)
         if not state:

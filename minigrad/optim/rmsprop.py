@@ -26,6 +26,10 @@ class RMSprop(Optimizer):
         for name in ("lr", "alpha", "eps", "weight_decay", "momentum"):
             check_non_negative(name, group[name])
 
+    def state_keys(self, group):
+        return (("step", "square_avg") + (("momentum_buffer",) if group["momentum"] > 0 else ())
+                + (("grad_avg",) if group["centered"] else ()))
+
     def update(self, param, grad, state, group):
         xp = backend.xp_of(param)
         alpha, eps, momentum = group["alpha"], group["eps"], group["momentum"]
