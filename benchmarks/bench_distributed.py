@@ -241,7 +241,8 @@ def report(results):
     one = m[1]
     print(f"{results['model']}, global batch {results['batch_size']}, one BLAS thread per rank, "
           f"{results['cpus']} cores, load average before {results['load_average_before'][0]:.2f}, "
-          f"after {results['load_average_after'][0]:.2f}; cores idle before: {100 * (results['idle_before'] or 0):.0f}%")
+          f"after {results['load_average_after'][0]:.2f}; "
+          f"cores idle before: {100 * (results['idle_before'] or 0):.0f}%")
     print(f"parameters: {one['parameters']:,}; bytes through Allreduce per step and rank: {one['bytes']:,} "
           f"(the flat buffer: gradients, one flag per parameter tensor, the loss; and the 8-byte normaliser)")
     print(f"{'p':>2} {'step ms':>8} {'compute':>8} {'comm':>8} {'other':>8} {'allreduce ms':>12} "

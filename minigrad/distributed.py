@@ -203,7 +203,8 @@ class World:
             code = 1
             if not traceback_printed:
                 traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
-        why = f"exited with status {code}" if isinstance(error, SystemExit) else f"failed ({type(error).__name__}: {error})"
+        why = (f"exited with status {code}" if isinstance(error, SystemExit)
+               else f"failed ({type(error).__name__}: {error})")
         print(f"minigrad: rank {self.rank} of {self.size} {why}; aborting all ranks", file=sys.stderr, flush=True)
         self.comm.Abort(code)
 

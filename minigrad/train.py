@@ -260,7 +260,8 @@ def epoch_plan(model, optimizer, loader, micro_batch_size, epoch):
     dataset = getattr(loader, "dataset", None)
     return {"epoch": epoch, "loader epoch": getattr(loader, "epoch", None),
             "samples": len(dataset) if dataset is not None else None,
-            "batch_size": getattr(loader, "batch_size", None), "steps": len(loader) if hasattr(loader, "__len__") else None,
+            "batch_size": getattr(loader, "batch_size", None),
+            "steps": len(loader) if hasattr(loader, "__len__") else None,
             "shuffle seed": getattr(loader, "seed", None), "micro_batch_size": micro_batch_size,
             "optimizer": type(optimizer).__name__,
             "hyper-parameters": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups],
