@@ -38,11 +38,12 @@ def mpiexec_path():
     return found
 
 
-def mpiexec(num_ranks, *arguments, timeout=LAUNCH_TIMEOUT):
+def mpiexec(num_ranks, *arguments, timeout=LAUNCH_TIMEOUT, **environment_overrides):
     """Run ``mpiexec -n num_ranks python ARGUMENTS`` from the repository root, one BLAS thread
     per rank; returns the CompletedProcess (a hang raises TimeoutExpired and fails the test)."""
     environment = dict(os.environ, PYTHONPATH=REPO_ROOT, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
                        MKL_NUM_THREADS="1")
+    environment.update(environment_overrides)
     command = [mpiexec_path(), "-n", str(num_ranks), sys.executable, *arguments]
     return subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=timeout)
 
@@ -247,19 +248,40 @@ def cli_options(mnist_dir):
 
 
 @pytest.fixture(scope="module")
-def cli_runs(tmp_path_factory, cli_options):
+def without_matplotlib(tmp_path_factory):
+    """A PYTHONPATH on which ``import matplotlib`` fails, so the runs skip loss.png: drawing it
+    after every epoch cost most of these tests' time, and the plot is not what they check."""
+    shadow = tmp_path_factory.mktemp("no_matplotlib")
+    (shadow / "matplotlib").mkdir()
+    (shadow / "matplotlib" / "__init__.py").write_text("raise ImportError('hidden by test_distributed')\n")
+    return os.pathsep.join([REPO_ROOT, str(shadow)])
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, cli_options, without_matplotlib):
     """3 epochs on one process (in-process), 2 ranks and 3 ranks; and 2 epochs on 2 ranks
     resumed on 3 ranks to 3 epochs. Returns {name: output directory}."""
     root = tmp_path_factory.mktemp("cli")
     runs = {name: root / name for name in ("one", "two", "three", "two_then_three")}
     from minigrad import cli
-    assert cli.main([*cli_options, "--epochs", "3", "--out", str(runs["one"])]) == 0
+    saved_matplotlib = sys.modules.get("matplotlib")
+    sys.modules["matplotlib"] = None  # import matplotlib raises ImportError: no plot, as in the launches
+    try:
+        assert cli.main([*cli_options, "--epochs", "3", "--out", str(runs["one"])]) == 0
+    finally:
+        if saved_matplotlib is None:
+            del sys.modules["matplotlib"]
+        else:
+            sys.modules["matplotlib"] = saved_matplotlib
+
+    def launch(ranks, *options):
+        result = mpiexec(ranks, "-m", "minigrad", *options, PYTHONPATH=without_matplotlib)
+        check_ok(result)
+        return result
     for name, ranks in (("two", 2), ("three", 3)):
-        check_ok(mpiexec(ranks, "-m", "minigrad", *cli_options, "--epochs", "3", "--out", str(runs[name])))
-    check_ok(mpiexec(2, "-m", "minigrad", *cli_options, "--epochs", "2", "--out", str(runs["two_then_three"])))
-    resumed = mpiexec(3, "-m", "minigrad", "train", "--no-progress", "--epochs", "3",
-                      "--resume", str(runs["two_then_three"]))
-    check_ok(resumed)
+        launch(ranks, *cli_options, "--epochs", "3", "--out", str(runs[name]))
+    launch(2, *cli_options, "--epochs", "2", "--out", str(runs["two_then_three"]))
+    resumed = launch(3, "train", "--no-progress", "--epochs", "3", "--resume", str(runs["two_then_three"]))
     assert "resumed after epoch 2" in resumed.stdout and resumed.stdout.count("epoch 3/3") == 1  # rank 0 only
     return runs
 
