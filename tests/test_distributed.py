@@ -332,8 +332,9 @@ def test_example_data_parallel_equals_one_process():
 
 
 def test_rank_zero_failing_to_write_ends_the_job(cli_options, tmp_path):
-    """--out names a file, so rank 0 (the only writer) fails at the first checkpoint while the
-    other rank waits at the barrier: the job must end non-zero, with rank 0's error."""
+    """--out names a file: rank 0, the only writer, refuses it (before training, or at the first
+    checkpoint) while the other rank goes on to wait in a collective. The job must end non-zero
+    within the timeout, with rank 0's error, instead of hanging."""
     blocker = tmp_path / "not_a_directory"
     blocker.write_text("")
     result = mpiexec(2, "-m", "minigrad", *cli_options, "--epochs", "2", "--out", str(blocker), timeout=120)
