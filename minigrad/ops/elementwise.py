@@ -12,6 +12,28 @@ from ..autograd import Function
 from ..tensor import Tensor
 
 
+# ----------------------------------------------------------------------------- dtype promotion (rules in dtypes.py)
+def promote(a, b, true_division=False):
+    """PyTorch's type promotion for two tensors (``dtypes.operand_dtypes``), made explicit
+    before NumPy sees them. Only integer and bool tensors are ever cast, and they never require
+    grad, so the cast needs no graph."""
+    if a.dtype == b.dtype and not true_division:
+        return a, b  # the common case, and nothing to decide
+    a_dtype, b_dtype = dtypes.operand_dtypes(a.dtype, b.dtype, true_division)
+    return _as_dtype(a, a_dtype), _as_dtype(b, b_dtype)
+
+
+def _as_dtype(t, dtype):
+    return t if t.dtype == dtype else Tensor._wrap(t.array.astype(dtype))
+
+
+def as_floating(a):
+    """Integer and bool tensors enter exp, log, sin, ... as float32 (``dtypes.math_dtype``)."""
+    dtype = dtypes.math_dtype(a.dtype)
+    return a if dtype == a.dtype else cast(a, dtype)
+
+
+# ----------------------------------------------------------------------------- arithmetic
 class Add(Function):
     def forward(self, a, b):
         return a + b
@@ -20,12 +42,20 @@ class Add(Function):
         return grad, grad
 
 
+def add(a, b):
+    return Add.apply(*promote(a, b))
+
+
 class Sub(Function):
     def forward(self, a, b):
         return a - b
 
     def backward(self, grad):  # d(a-b)/da = 1, d(a-b)/db = -1
         return grad, -grad
+
+
+def sub(a, b):
+    return Sub.apply(*promote(a, b))
 
 
 class Mul(Function):
@@ -41,6 +71,10 @@ class Mul(Function):
                 grad * a if self.needs_input_grad[1] else None)
 
 
+def mul(a, b):
+    return Mul.apply(*promote(a, b))
+
+
 class Div(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
@@ -52,12 +86,20 @@ class Div(Function):
         return grad_a, (-grad_a * a / b if self.needs_input_grad[1] else None)
 
 
+def div(a, b):
+    return Div.apply(*promote(a, b, true_division=True))
+
+
 class Neg(Function):
     def forward(self, a):
         return -a
 
     def backward(self, grad):  # d(-a)/da = -1
         return -grad
+
+
+def neg(a):
+    return Neg.apply(a)
 
 
 class PowScalar(Function):
@@ -94,6 +136,22 @@ class Pow(Function):
         return grad_a, grad_b
 
 
+def pow(a, exponent):
+    """``a ** exponent``; a Python or NumPy number as exponent keeps a's float dtype.
+
+    NumPy scalars become Python numbers first (``x32 ** np.float64(2)`` would be float64), and
+    an integer base meets a fractional exponent as float32, as in PyTorch (NumPy: float64).
+    """
+    if isinstance(exponent, numbers.Number):
+        exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
+        base_dtype = dtypes.pow_base_dtype(a.dtype, exponent)
+        if base_dtype != a.dtype:
+            a = cast(a, base_dtype)
+        return PowScalar.apply(a, exponent=exponent)
+    return Pow.apply(*promote(a, a._operand(exponent)))
+
+
+# ----------------------------------------------------------------------------- exp, log and friends
 class Exp(Function):
     def forward(self, a):
         out = backend.xp_of(a).exp(a)
@@ -105,6 +163,10 @@ class Exp(Function):
         return grad * out
 
 
+def exp(a):
+    return Exp.apply(as_floating(a))
+
+
 class Log(Function):
     def forward(self, a):
         self.save_for_backward(a)
@@ -113,6 +175,10 @@ class Log(Function):
     def backward(self, grad):  # d(log a)/da = 1/a
         (a,) = self.saved
         return grad / a
+
+
+def log(a):
+    return Log.apply(as_floating(a))
 
 
 class Sqrt(Function):
@@ -126,6 +192,10 @@ class Sqrt(Function):
         return grad / (2 * out)
 
 
+def sqrt(a):
+    return Sqrt.apply(as_floating(a))
+
+
 class Abs(Function):
     def forward(self, a):
         self.save_for_backward(a)
@@ -134,6 +204,10 @@ class Abs(Function):
     def backward(self, grad):  # d|a|/da = sign(a) (0 at 0, as in PyTorch)
         (a,) = self.saved
         return grad * backend.xp_of(a).sign(a)
+
+
+def abs(a):
+    return Abs.apply(a)
 
 
 class Sin(Function):
@@ -146,6 +220,10 @@ class Sin(Function):
         return grad * backend.xp_of(a).cos(a)
 
 
+def sin(a):
+    return Sin.apply(as_floating(a))
+
+
 class Cos(Function):
     def forward(self, a):
         self.save_for_backward(a)
@@ -156,6 +234,11 @@ class Cos(Function):
         return -grad * backend.xp_of(a).sin(a)
 
 
+def cos(a):
+    return Cos.apply(as_floating(a))
+
+
+# ----------------------------------------------------------------------------- activations
 class Tanh(Function):
     def forward(self, a):
         out = backend.xp_of(a).tanh(a)
@@ -165,6 +248,10 @@ class Tanh(Function):
     def backward(self, grad):  # d(tanh a)/da = 1 - tanh(a)^2
         (out,) = self.saved
         return grad * (1 - out * out)
+
+
+def tanh(a):
+    return Tanh.apply(as_floating(a))
 
 
 class Sigmoid(Function):
@@ -183,6 +270,10 @@ class Sigmoid(Function):
         return grad * out * (1 - out)
 
 
+def sigmoid(a):
+    return Sigmoid.apply(as_floating(a))
+
+
 class ReLU(Function):
     def forward(self, a):
         out = backend.xp_of(a).maximum(a, 0)
@@ -194,6 +285,11 @@ class ReLU(Function):
         return backend.xp_of(grad).where(out <= 0, grad.dtype.type(0), grad)
 
 
+def relu(a):
+    return ReLU.apply(a)
+
+
+# ----------------------------------------------------------------------------- selection
 class Where(Function):
     def forward(self, condition, a, b):
         self.save_for_backward(condition)
@@ -204,6 +300,19 @@ class Where(Function):
         zero = grad.dtype.type(0)
         xp = backend.xp_of(grad)
         return None, xp.where(condition, grad, zero), xp.where(condition, zero, grad)
+
+
+def where(condition, a, b):
+    """``a`` where ``condition`` holds, else ``b`` (broadcasting all three)."""
+    if not isinstance(condition, Tensor):
+        condition = Tensor(condition)
+    if condition.dtype != bool:
+        raise TypeError(f"where: condition must be a bool tensor, got dtype {condition.dtype}")
+    if not isinstance(a, Tensor):
+        a = b._operand(a)
+    if not isinstance(b, Tensor):
+        b = a._operand(b)
+    return Where.apply(condition, a, b)
 
 
 class Clip(Function):
@@ -222,6 +331,13 @@ class Clip(Function):
         return grad * inside
 
 
+def clip(a, low=None, high=None):
+    if low is None and high is None:
+        raise ValueError("clip: expected at least one of min/max, got neither")
+    return Clip.apply(a, low=low, high=high)
+
+
+# ----------------------------------------------------------------------------- dtype and device moves
 class Cast(Function):
     def forward(self, a, dtype):
         self.source_dtype = a.dtype
@@ -231,6 +347,10 @@ class Cast(Function):
         return grad.astype(self.source_dtype)
 
 
+def cast(a, dtype):
+    return Cast.apply(a, dtype=dtype)
+
+
 class ToDevice(Function):
     def forward(self, a, device):
         self.source_device = backend.device_of(a)
@@ -238,120 +358,6 @@ class ToDevice(Function):
 
     def backward(self, grad):  # a copy is the identity on values: copy the gradient back
         return backend.to_device(grad, self.source_device)
-
-
-def promote(a, b, true_division=False):
-    """PyTorch's type promotion for two tensors (``dtypes.operand_dtypes``), made explicit
-    before NumPy sees them. Only integer and bool tensors are ever cast, and they never require
-    grad, so the cast needs no graph."""
-    if a.dtype == b.dtype and not true_division:
-        return a, b  # the common case, and nothing to decide
-    a_dtype, b_dtype = dtypes.operand_dtypes(a.dtype, b.dtype, true_division)
-    return _as_dtype(a, a_dtype), _as_dtype(b, b_dtype)
-
-
-def _as_dtype(t, dtype):
-    return t if t.dtype == dtype else Tensor._wrap(t.array.astype(dtype))
-
-
-def as_floating(a):
-    """Integer and bool tensors enter exp, log, sin, ... as float32 (``dtypes.math_dtype``)."""
-    dtype = dtypes.math_dtype(a.dtype)
-    return a if dtype == a.dtype else cast(a, dtype)
-
-
-def add(a, b):
-    return Add.apply(*promote(a, b))
-
-
-def sub(a, b):
-    return Sub.apply(*promote(a, b))
-
-
-def mul(a, b):
-    return Mul.apply(*promote(a, b))
-
-
-def div(a, b):
-    return Div.apply(*promote(a, b, true_division=True))
-
-
-def neg(a):
-    return Neg.apply(a)
-
-
-def pow(a, exponent):
-    """``a ** exponent``; a Python or NumPy number as exponent keeps a's float dtype.
-
-    NumPy scalars become Python numbers first (``x32 ** np.float64(2)`` would be float64), and
-    an integer base meets a fractional exponent as float32, as in PyTorch (NumPy: float64).
-    """
-    if isinstance(exponent, numbers.Number):
-        exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
-        base_dtype = dtypes.pow_base_dtype(a.dtype, exponent)
-        if base_dtype != a.dtype:
-            a = cast(a, base_dtype)
-        return PowScalar.apply(a, exponent=exponent)
-    return Pow.apply(*promote(a, a._operand(exponent)))
-
-
-def exp(a):
-    return Exp.apply(as_floating(a))
-
-
-def log(a):
-    return Log.apply(as_floating(a))
-
-
-def sqrt(a):
-    return Sqrt.apply(as_floating(a))
-
-
-def abs(a):
-    return Abs.apply(a)
-
-
-def sin(a):
-    return Sin.apply(as_floating(a))
-
-
-def cos(a):
-    return Cos.apply(as_floating(a))
-
-
-def tanh(a):
-    return Tanh.apply(as_floating(a))
-
-
-def sigmoid(a):
-    return Sigmoid.apply(as_floating(a))
-
-
-def relu(a):
-    return ReLU.apply(a)
-
-
-def where(condition, a, b):
-    """``a`` where ``condition`` holds, else ``b`` (broadcasting all three)."""
-    if not isinstance(condition, Tensor):
-        condition = Tensor(condition)
-    if condition.dtype != bool:
-        raise TypeError(f"where: condition must be a bool tensor, got dtype {condition.dtype}")
-    if not isinstance(a, Tensor):
-        a = b._operand(a)
-    if not isinstance(b, Tensor):
-        b = a._operand(b)
-    return Where.apply(condition, a, b)
-
-
-def clip(a, low=None, high=None):
-    if low is None and high is None:
-        raise ValueError("clip: expected at least one of min/max, got neither")
-    return Clip.apply(a, low=low, high=high)
-
-
-def cast(a, dtype):
-    return Cast.apply(a, dtype=dtype)
 
 
 def move_to_device(a, device):

@@ -8,6 +8,7 @@ from .. import backend
 from ..autograd import Function
 from ..tensor import Tensor
 
+
 # What ``max(x, dim)`` / ``min(x, dim)`` return, as ``torch.return_types.max``: unpacks as a pair.
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
@@ -43,6 +44,17 @@ def normalize_axes(axis, ndim, argument="axis"):
     return tuple(sorted(normalized))
 
 
+def _resolve(axis, keepdims, dim, keepdim):
+    """Accept PyTorch's ``dim``/``keepdim`` spelling as aliases of ``axis``/``keepdims``."""
+    if dim is not None:
+        if axis is not None:
+            raise TypeError("pass either axis= or dim=, not both")
+        axis = dim
+    if keepdim is not None:
+        keepdims = keepdim
+    return axis, bool(keepdims)
+
+
 def _expand_reduced(grad, input_shape, axes, keepdims):
     """Re-insert the reduced axes (size 1) so ``grad`` broadcasts against the input."""
     if keepdims or not input_shape:
@@ -51,6 +63,12 @@ def _expand_reduced(grad, input_shape, axes, keepdims):
     return grad.reshape(shape)
 
 
+def _check_not_empty(name, a, axes):
+    if any(a.shape[axis] == 0 for axis in axes):
+        raise ValueError(f"{name}: expected a non-empty tensor along the reduced axes, got shape {a.shape}")
+
+
+# ----------------------------------------------------------------------------- sum and mean
 class Sum(Function):
     def forward(self, a, axes, keepdims):
         self.input_shape, self.axes, self.keepdims = a.shape, axes, keepdims
@@ -60,6 +78,11 @@ class Sum(Function):
         xp = backend.xp_of(grad)
         grad = _expand_reduced(grad, self.input_shape, self.axes, self.keepdims)
         return xp.broadcast_to(grad, self.input_shape)
+
+
+def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    return Sum.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
 
 
 class Mean(Function):
@@ -76,6 +99,15 @@ class Mean(Function):
         return xp.broadcast_to(grad / self.count, self.input_shape)
 
 
+def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    if a.dtype.kind != "f":  # PyTorch refuses too: the mean of integers is not an integer
+        raise TypeError(f"mean: expected a floating-point tensor, got dtype {a.dtype}; "
+                        f"cast first, e.g. t.float().mean()")
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    return Mean.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
+
+
+# ----------------------------------------------------------------------------- max and min
 class AMax(Function):
     """amax / amin over several axes at once (``largest`` picks which)."""
 
@@ -101,6 +133,22 @@ class AMax(Function):
             return grad * is_extreme / count
 
 
+def amax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Largest value over ``axis`` (int or tuple); tied maxima share the gradient equally."""
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    axes = normalize_axes(axis, a.ndim)
+    _check_not_empty("amax", a, axes)
+    return AMax.apply(a, axes=axes, keepdims=keepdims, largest=True)
+
+
+def amin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Smallest value over ``axis`` (int or tuple); tied minima share the gradient equally."""
+    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
+    axes = normalize_axes(axis, a.ndim)
+    _check_not_empty("amin", a, axes)
+    return AMax.apply(a, axes=axes, keepdims=keepdims, largest=False)
+
+
 class TakeAlongAxis(Function):
     """The values at ``index`` along one axis: ``torch.max(x, dim).values`` once the index is known."""
 
@@ -118,51 +166,6 @@ class TakeAlongAxis(Function):
         position_shape = [-1 if i == self.axis else 1 for i in range(len(self.input_shape))]
         positions = xp.arange(self.input_shape[self.axis]).reshape(position_shape)
         return grad * (positions == index)
-
-
-def _resolve(axis, keepdims, dim, keepdim):
-    """Accept PyTorch's ``dim``/``keepdim`` spelling as aliases of ``axis``/``keepdims``."""
-    if dim is not None:
-        if axis is not None:
-            raise TypeError("pass either axis= or dim=, not both")
-        axis = dim
-    if keepdim is not None:
-        keepdims = keepdim
-    return axis, bool(keepdims)
-
-
-def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
-    return Sum.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
-
-
-def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    if a.dtype.kind != "f":  # PyTorch refuses too: the mean of integers is not an integer
-        raise TypeError(f"mean: expected a floating-point tensor, got dtype {a.dtype}; "
-                        f"cast first, e.g. t.float().mean()")
-    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
-    return Mean.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
-
-
-def _check_not_empty(name, a, axes):
-    if any(a.shape[axis] == 0 for axis in axes):
-        raise ValueError(f"{name}: expected a non-empty tensor along the reduced axes, got shape {a.shape}")
-
-
-def amax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    """Largest value over ``axis`` (int or tuple); tied maxima share the gradient equally."""
-    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
-    axes = normalize_axes(axis, a.ndim)
-    _check_not_empty("amax", a, axes)
-    return AMax.apply(a, axes=axes, keepdims=keepdims, largest=True)
-
-
-def amin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    """Smallest value over ``axis`` (int or tuple); tied minima share the gradient equally."""
-    axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
-    axes = normalize_axes(axis, a.ndim)
-    _check_not_empty("amin", a, axes)
-    return AMax.apply(a, axes=axes, keepdims=keepdims, largest=False)
 
 
 def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
@@ -192,16 +195,7 @@ def min(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     return _extreme("min", a, axis, keepdims, dim, keepdim, largest=False)
 
 
-def argmax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    """Index of the first largest value (over the flattened tensor when ``axis`` is None)."""
-    return _arg_extreme("argmax", a, axis, keepdims, dim, keepdim, largest=True)
-
-
-def argmin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    """Index of the first smallest value (over the flattened tensor when ``axis`` is None)."""
-    return _arg_extreme("argmin", a, axis, keepdims, dim, keepdim, largest=False)
-
-
+# ----------------------------------------------------------------------------- argmax and argmin (no gradient)
 def _arg_extreme(name, a, axis, keepdims, dim, keepdim, largest):
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     xp = backend.xp_of(a.array)
@@ -218,3 +212,13 @@ def _arg_extreme(name, a, axis, keepdims, dim, keepdim, largest):
     index = data.argmax(axis=axis) if largest else data.argmin(axis=axis)
     index = xp.asarray(index, dtype=backend.int64)
     return Tensor._wrap(xp.expand_dims(index, axis) if keepdims else index)
+
+
+def argmax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Index of the first largest value (over the flattened tensor when ``axis`` is None)."""
+    return _arg_extreme("argmax", a, axis, keepdims, dim, keepdim, largest=True)
+
+
+def argmin(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """Index of the first smallest value (over the flattened tensor when ``axis`` is None)."""
+    return _arg_extreme("argmin", a, axis, keepdims, dim, keepdim, largest=False)

@@ -9,73 +9,8 @@ from ..tensor import Tensor
 from .reduce import normalize_axis
 
 
-class Reshape(Function):
-    def forward(self, a, shape):
-        self.input_shape = a.shape
-        return a.reshape(shape)
-
-    def backward(self, grad):  # values are only relabelled: reshape the gradient back
-        return grad.reshape(self.input_shape)
-
-
-class Permute(Function):
-    def forward(self, a, axes):
-        self.axes = axes
-        return a.transpose(axes)
-
-    def backward(self, grad):  # apply the inverse permutation
-        inverse = [0] * len(self.axes)
-        for position, axis in enumerate(self.axes):
-            inverse[axis] = position
-        return grad.transpose(inverse)
-
-
-class GetItem(Function):
-    def forward(self, a, index):
-        self.input_shape, self.index = a.shape, index
-        return a[index]
-
-    def backward(self, grad):
-        # Each selected element receives its gradient; an element picked several times
-        # (repeated integer indices) receives the sum, hence add.at rather than assignment.
-        xp = backend.xp_of(grad)
-        full = xp.zeros(self.input_shape, dtype=grad.dtype)
-        if _is_basic_index(self.index):
-            full[self.index] = grad  # a basic slice is a view: each element at most once
-        else:
-            xp.add.at(full, self.index, grad)
-        return full
-
-
-class Concatenate(Function):
-    def forward(self, *arrays, axis):
-        self.axis = axis
-        self.sizes = [a.shape[axis] for a in arrays]
-        return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis)
-
-    def backward(self, grad):  # each input gets back its own slab of the gradient
-        xp = backend.xp_of(grad)
-        boundaries = [sum(self.sizes[:i + 1]) for i in range(len(self.sizes) - 1)]
-        return tuple(xp.split(grad, boundaries, axis=self.axis))
-
-
-class Stack(Function):
-    def forward(self, *arrays, axis):
-        self.axis = axis
-        return backend.xp_of(arrays[0]).stack(arrays, axis=axis)
-
-    def backward(self, grad):  # input i gets slice i along the new axis
-        xp = backend.xp_of(grad)
-        return tuple(xp.take(grad, i, axis=self.axis) for i in range(grad.shape[self.axis]))
-
-
-class Pad(Function):
-    def forward(self, a, pad_width, value):
-        self.slices = tuple(slice(before, before + size) for (before, _), size in zip(pad_width, a.shape))
-        return backend.xp_of(a).pad(a, pad_width, constant_values=value)
-
-    def backward(self, grad):  # the padding is constant: only the original region gets gradient
-        return grad[self.slices]
+def _shape_from_args(args):
+    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
 
 
 def _is_basic_index(index):
@@ -83,8 +18,22 @@ def _is_basic_index(index):
     return all(isinstance(p, (int, slice)) or p is None or p is Ellipsis for p in parts)
 
 
-def _shape_from_args(args):
-    return tuple(args[0]) if len(args) == 1 and isinstance(args[0], (tuple, list)) else tuple(args)
+def _axis_or_dim(axis, dim):
+    """``dim=`` is PyTorch's spelling of ``axis=``."""
+    if dim is not None:
+        if axis not in (None, 0):
+            raise TypeError("pass either axis= or dim=, not both")
+        return dim
+    return 0 if axis is None else axis
+
+
+class Reshape(Function):
+    def forward(self, a, shape):
+        self.input_shape = a.shape
+        return a.reshape(shape)
+
+    def backward(self, grad):  # values are only relabelled: reshape the gradient back
+        return grad.reshape(self.input_shape)
 
 
 def reshape(a, *shape):
@@ -98,28 +47,6 @@ def reshape(a, *shape):
         raise ValueError(f"reshape: cannot view a tensor of shape {a.shape} ({a.numel()} elements) "
                          f"as shape {shape}")
     return Reshape.apply(a, shape=shape)
-
-
-def permute(a, *axes):
-    axes = _shape_from_args(axes)
-    normalized = tuple(normalize_axis(axis, a.ndim, "dims") for axis in axes)
-    if sorted(normalized) != list(range(a.ndim)):
-        raise ValueError(f"dims: expected a permutation of {a.ndim} axes, got {axes}")
-    return Permute.apply(a, axes=normalized)
-
-
-def transpose(a, *axes):
-    """``transpose()`` reverses all axes; ``transpose(i, j)`` swaps two (PyTorch's meaning)."""
-    axes = _shape_from_args(axes)
-    if not axes:
-        return permute(a, *reversed(range(a.ndim)))
-    if len(axes) == 2:
-        i, j = normalize_axis(axes[0], a.ndim, "dim0"), normalize_axis(axes[1], a.ndim, "dim1")
-        order = list(range(a.ndim))
-        if a.ndim:  # a 0-d tensor's only axis (0 / -1) swapped with itself: nothing moves
-            order[i], order[j] = order[j], order[i]
-        return permute(a, *order)
-    return permute(a, *axes)
 
 
 def flatten(a, start_dim=0, end_dim=-1):
@@ -154,6 +81,57 @@ def squeeze(a, dim=None):
     return reshape(a, *[size for axis, size in enumerate(a.shape) if axis not in dropped])
 
 
+class Permute(Function):
+    def forward(self, a, axes):
+        self.axes = axes
+        return a.transpose(axes)
+
+    def backward(self, grad):  # apply the inverse permutation
+        inverse = [0] * len(self.axes)
+        for position, axis in enumerate(self.axes):
+            inverse[axis] = position
+        return grad.transpose(inverse)
+
+
+def permute(a, *axes):
+    axes = _shape_from_args(axes)
+    normalized = tuple(normalize_axis(axis, a.ndim, "dims") for axis in axes)
+    if sorted(normalized) != list(range(a.ndim)):
+        raise ValueError(f"dims: expected a permutation of {a.ndim} axes, got {axes}")
+    return Permute.apply(a, axes=normalized)
+
+
+def transpose(a, *axes):
+    """``transpose()`` reverses all axes; ``transpose(i, j)`` swaps two (PyTorch's meaning)."""
+    axes = _shape_from_args(axes)
+    if not axes:
+        return permute(a, *reversed(range(a.ndim)))
+    if len(axes) == 2:
+        i, j = normalize_axis(axes[0], a.ndim, "dim0"), normalize_axis(axes[1], a.ndim, "dim1")
+        order = list(range(a.ndim))
+        if a.ndim:  # a 0-d tensor's only axis (0 / -1) swapped with itself: nothing moves
+            order[i], order[j] = order[j], order[i]
+        return permute(a, *order)
+    return permute(a, *axes)
+
+
+class GetItem(Function):
+    def forward(self, a, index):
+        self.input_shape, self.index = a.shape, index
+        return a[index]
+
+    def backward(self, grad):
+        # Each selected element receives its gradient; an element picked several times
+        # (repeated integer indices) receives the sum, hence add.at rather than assignment.
+        xp = backend.xp_of(grad)
+        full = xp.zeros(self.input_shape, dtype=grad.dtype)
+        if _is_basic_index(self.index):
+            full[self.index] = grad  # a basic slice is a view: each element at most once
+        else:
+            xp.add.at(full, self.index, grad)
+        return full
+
+
 def getitem(a, index):
     """Basic slicing and integer-array indexing; tensors used as indices are unwrapped."""
     if isinstance(index, Tensor):
@@ -165,13 +143,16 @@ def getitem(a, index):
     return GetItem.apply(a, index=index)
 
 
-def _axis_or_dim(axis, dim):
-    """``dim=`` is PyTorch's spelling of ``axis=``."""
-    if dim is not None:
-        if axis not in (None, 0):
-            raise TypeError("pass either axis= or dim=, not both")
-        return dim
-    return 0 if axis is None else axis
+class Concatenate(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        self.sizes = [a.shape[axis] for a in arrays]
+        return backend.xp_of(arrays[0]).concatenate(arrays, axis=axis)
+
+    def backward(self, grad):  # each input gets back its own slab of the gradient
+        xp = backend.xp_of(grad)
+        boundaries = [sum(self.sizes[:i + 1]) for i in range(len(self.sizes) - 1)]
+        return tuple(xp.split(grad, boundaries, axis=self.axis))
 
 
 def concatenate(tensors, axis=None, *, dim=None):
@@ -185,6 +166,16 @@ def concatenate(tensors, axis=None, *, dim=None):
 cat = concatenate
 
 
+class Stack(Function):
+    def forward(self, *arrays, axis):
+        self.axis = axis
+        return backend.xp_of(arrays[0]).stack(arrays, axis=axis)
+
+    def backward(self, grad):  # input i gets slice i along the new axis
+        xp = backend.xp_of(grad)
+        return tuple(xp.take(grad, i, axis=self.axis) for i in range(grad.shape[self.axis]))
+
+
 def stack(tensors, axis=None, *, dim=None):
     axis = _axis_or_dim(axis, dim)
     tensors = list(tensors)
@@ -194,6 +185,15 @@ def stack(tensors, axis=None, *, dim=None):
     if len(shapes) != 1:
         raise ValueError(f"stack: expected tensors of one shape, got shapes {sorted(shapes)}")
     return Stack.apply(*tensors, axis=normalize_axis(axis, tensors[0].ndim + 1, "dim"))
+
+
+class Pad(Function):
+    def forward(self, a, pad_width, value):
+        self.slices = tuple(slice(before, before + size) for (before, _), size in zip(pad_width, a.shape))
+        return backend.xp_of(a).pad(a, pad_width, constant_values=value)
+
+    def backward(self, grad):  # the padding is constant: only the original region gets gradient
+        return grad[self.slices]
 
 
 def pad(a, pad_width, value=0.0):

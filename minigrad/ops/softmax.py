@@ -26,6 +26,13 @@ class LogSoftmax(Function):
         return grad - xp.exp(out) * grad.sum(axis=self.axis, keepdims=True)
 
 
+def log_softmax(x, dim=-1):
+    axis = normalize_axis(dim, x.ndim, "dim")
+    if x.ndim == 0:  # one value along its only axis (PyTorch accepts dim 0 / -1): log 1 = 0
+        return LogSoftmax.apply(x.reshape(1), axis=0).reshape(())
+    return LogSoftmax.apply(x, axis=axis)
+
+
 class Softmax(Function):
     def forward(self, x, axis):
         xp = backend.xp_of(x)
@@ -38,13 +45,6 @@ class Softmax(Function):
     def backward(self, grad):  # d(softmax)/dx: s * (g - sum(g * s))
         (out,) = self.saved
         return out * (grad - (grad * out).sum(axis=self.axis, keepdims=True))
-
-
-def log_softmax(x, dim=-1):
-    axis = normalize_axis(dim, x.ndim, "dim")
-    if x.ndim == 0:  # one value along its only axis (PyTorch accepts dim 0 / -1): log 1 = 0
-        return LogSoftmax.apply(x.reshape(1), axis=0).reshape(())
-    return LogSoftmax.apply(x, axis=axis)
 
 
 def softmax(x, dim=-1):
