@@ -215,7 +215,20 @@ class Conv2d(Function):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
-    """Cross-correlation of ``x`` (N, C, H, W) with ``weight`` (O, C/groups, KH, KW), as PyTorch."""
+    """Cross-correlation of ``x`` (N, C, H, W) with ``weight`` (O, C/groups, KH, KW), as PyTorch.
+
+    >>> import minigrad as mg, minigrad.nn.functional as F
+    >>> x = mg.arange(9.0).reshape(1, 1, 3, 3)
+    >>> w = mg.ones(1, 1, 2, 2, requires_grad=True)   # sums each 2x2 window
+    >>> y = F.conv2d(x, w)
+    >>> y.sum().backward()   # dW[kh, kw] = sum of the pixels that offset (kh, kw) reads
+    >>> y
+    tensor([[[[ 8., 12.],
+              [20., 24.]]]], grad_fn=<Conv2dBackward>)
+    >>> w.grad
+    tensor([[[[ 8., 12.],
+              [20., 24.]]]])
+    """
     stride, padding, dilation = pair(stride, "stride"), pair(padding, "padding"), pair(dilation, "dilation")
     check_conv_arguments(x, weight, bias, stride, padding, dilation, groups)
     inputs = (x, weight) if bias is None else (x, weight, bias)

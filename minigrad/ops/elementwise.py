@@ -43,6 +43,19 @@ class Add(Function):
 
 
 def add(a, b):
+    """``a + b``, broadcasting; each input's gradient is summed back to its shape.
+
+    >>> import minigrad as mg
+    >>> a = mg.tensor([1.0, 2.0], requires_grad=True)
+    >>> b = mg.tensor([[10.0], [20.0]], requires_grad=True)
+    >>> y = a + b        # (2,) + (2, 1) -> (2, 2)
+    >>> y.sum().backward()
+    >>> a.grad         # each a[j] was used in both rows
+    tensor([2., 2.])
+    >>> b.grad
+    tensor([[2.],
+            [2.]])
+    """
     return Add.apply(*promote(a, b))
 
 
@@ -72,6 +85,15 @@ class Mul(Function):
 
 
 def mul(a, b):
+    """``a * b``: d(ab)/da = b, d(ab)/db = a.
+
+    >>> import minigrad as mg
+    >>> a = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> b = mg.tensor([4.0, 5.0, 6.0])
+    >>> (a * b).sum().backward()
+    >>> a.grad
+    tensor([4., 5., 6.])
+    """
     return Mul.apply(*promote(a, b))
 
 
@@ -87,6 +109,16 @@ class Div(Function):
 
 
 def div(a, b):
+    """``a / b`` (true division: integers give float32): d(a/b)/db = -a/b^2.
+
+    >>> import minigrad as mg
+    >>> b = mg.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    >>> (1.0 / b).sum().backward()
+    >>> b.grad
+    tensor([-1.0000, -0.2500, -0.0625])
+    >>> mg.tensor([1, 2]) / mg.tensor([2, 2])
+    tensor([0.5000, 1.0000])
+    """
     return Div.apply(*promote(a, b, true_division=True))
 
 
@@ -141,6 +173,12 @@ def pow(a, exponent):
 
     NumPy scalars become Python numbers first (``x32 ** np.float64(2)`` would be float64), and
     an integer base meets a fractional exponent as float32, as in PyTorch (NumPy: float64).
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> (x ** 2).sum().backward()   # d(x^2)/dx = 2x
+    >>> x.grad
+    tensor([2., 4., 6.])
     """
     if isinstance(exponent, numbers.Number):
         exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
@@ -164,6 +202,17 @@ class Exp(Function):
 
 
 def exp(a):
+    """e to the power of each value: d(e^a)/da = e^a.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([0.0, 1.0], requires_grad=True)
+    >>> y = mg.exp(x)
+    >>> y.sum().backward()
+    >>> y
+    tensor([1.0000, 2.7183], grad_fn=<ExpBackward>)
+    >>> x.grad
+    tensor([1.0000, 2.7183])
+    """
     return Exp.apply(as_floating(a))
 
 
@@ -178,6 +227,14 @@ class Log(Function):
 
 
 def log(a):
+    """The natural logarithm: d(log a)/da = 1/a.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 2.0, 4.0], requires_grad=True)
+    >>> mg.log(x).sum().backward()
+    >>> x.grad
+    tensor([1.0000, 0.5000, 0.2500])
+    """
     return Log.apply(as_floating(a))
 
 
@@ -251,6 +308,14 @@ class Tanh(Function):
 
 
 def tanh(a):
+    """tanh: d(tanh a)/da = 1 - tanh(a)^2.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([0.0, 1.0], requires_grad=True)
+    >>> mg.tanh(x).sum().backward()
+    >>> x.grad
+    tensor([1.0000, 0.4200])
+    """
     return Tanh.apply(as_floating(a))
 
 
@@ -271,6 +336,17 @@ class Sigmoid(Function):
 
 
 def sigmoid(a):
+    """1 / (1 + e^-a): d(sigma a)/da = sigma(a) (1 - sigma(a)).
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([0.0, 2.0], requires_grad=True)
+    >>> y = mg.sigmoid(x)
+    >>> y.sum().backward()
+    >>> y
+    tensor([0.5000, 0.8808], grad_fn=<SigmoidBackward>)
+    >>> x.grad
+    tensor([0.2500, 0.1050])
+    """
     return Sigmoid.apply(as_floating(a))
 
 
@@ -286,6 +362,17 @@ class ReLU(Function):
 
 
 def relu(a):
+    """max(a, 0): the gradient passes where a > 0 and stops elsewhere.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([-1.0, 0.0, 2.0], requires_grad=True)
+    >>> y = mg.relu(x)
+    >>> y.sum().backward()
+    >>> y
+    tensor([0., 0., 2.], grad_fn=<ReLUBackward>)
+    >>> x.grad
+    tensor([0., 0., 1.])
+    """
     return ReLU.apply(a)
 
 
@@ -303,7 +390,17 @@ class Where(Function):
 
 
 def where(condition, a, b):
-    """``a`` where ``condition`` holds, else ``b`` (broadcasting all three)."""
+    """``a`` where ``condition`` holds, else ``b`` (broadcasting all three).
+
+    >>> import minigrad as mg
+    >>> a = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = mg.where(a > 1.5, a, 0.0)   # the gradient goes where a was chosen
+    >>> y.sum().backward()
+    >>> y
+    tensor([0., 2., 3.], grad_fn=<WhereBackward>)
+    >>> a.grad
+    tensor([0., 1., 1.])
+    """
     if not isinstance(condition, Tensor):
         condition = Tensor(condition)
     if condition.dtype != bool:
@@ -332,6 +429,17 @@ class Clip(Function):
 
 
 def clip(a, low=None, high=None):
+    """Values limited to [low, high]; the gradient is 1 inside (bounds included), 0 outside.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([-2.0, 0.5, 3.0], requires_grad=True)
+    >>> y = mg.clip(x, -1.0, 1.0)
+    >>> y.sum().backward()
+    >>> y
+    tensor([-1.0000,  0.5000,  1.0000], grad_fn=<ClipBackward>)
+    >>> x.grad
+    tensor([0., 1., 0.])
+    """
     if low is None and high is None:
         raise ValueError("clip: expected at least one of min/max, got neither")
     return Clip.apply(a, low=low, high=high)

@@ -36,6 +36,21 @@ class MatMul(Function):
 
 
 def matmul(a, b):
+    """The matrix product ``a @ b``: dA = dC B^T, dB = A^T dC.
+
+    >>> import minigrad as mg
+    >>> a = mg.tensor([[1.0, 2.0]], requires_grad=True)           # (1, 2)
+    >>> b = mg.tensor([[3.0, 4.0], [5.0, 6.0]], requires_grad=True)  # (2, 2)
+    >>> c = a @ b
+    >>> c.sum().backward()
+    >>> c
+    tensor([[13., 16.]], grad_fn=<MatMulBackward>)
+    >>> a.grad
+    tensor([[ 7., 11.]])
+    >>> b.grad
+    tensor([[1., 1.],
+            [2., 2.]])
+    """
     check_is_tensor(a, "input")
     check_is_tensor(b, "other")
     if a.ndim == 0 or b.ndim == 0:

@@ -74,7 +74,18 @@ class CrossEntropy(Function):
 
 
 def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
-    """Softmax cross-entropy of ``logits`` (N, C) against integer class ``target`` (N,)."""
+    """Softmax cross-entropy of ``logits`` (N, C) against integer class ``target`` (N,).
+
+    >>> import minigrad as mg, minigrad.nn.functional as F
+    >>> logits = mg.tensor([[2.0, 0.0], [0.0, 0.0]], requires_grad=True)
+    >>> loss = F.cross_entropy(logits, mg.tensor([0, 1]))
+    >>> loss.backward()   # (softmax(logits) - one_hot(target)) / N
+    >>> loss
+    tensor(0.4100, grad_fn=<CrossEntropyBackward>)
+    >>> logits.grad
+    tensor([[-0.0596,  0.0596],
+            [ 0.2500, -0.2500]])
+    """
     check_class_target_arguments("cross_entropy", logits, target, weight, ignore_index, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
@@ -110,7 +121,17 @@ def check_class_target_arguments(name, logits, target, weight, ignore_index, red
 
 
 def mse_loss(input, target, reduction="mean"):
-    """Mean squared error; input and target must have the same shape (no silent broadcast)."""
+    """Mean squared error; input and target must have the same shape (no silent broadcast).
+
+    >>> import minigrad as mg, minigrad.nn.functional as F
+    >>> x = mg.tensor([1.0, 2.0], requires_grad=True)
+    >>> loss = F.mse_loss(x, mg.tensor([0.0, 4.0]))   # ((1-0)^2 + (2-4)^2) / 2
+    >>> loss.backward()                               # 2 (x - target) / N
+    >>> loss
+    tensor(2.5000, grad_fn=<MeanBackward>)
+    >>> x.grad
+    tensor([ 1., -2.])
+    """
     check_is_tensor(input, "input")
     check_is_tensor(target, "target")
     if input.shape != target.shape:

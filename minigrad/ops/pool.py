@@ -140,10 +140,34 @@ def _pool_arguments(name, x, kernel_size, stride, padding):
 
 
 def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """The largest value of each window; its gradient goes to that value's pixel.
+
+    >>> import minigrad as mg, minigrad.nn.functional as F
+    >>> x = mg.tensor([[[[1.0, 2.0], [4.0, 3.0]]]], requires_grad=True)
+    >>> y = F.max_pool2d(x, 2)
+    >>> y.sum().backward()
+    >>> y
+    tensor([[[[4.]]]], grad_fn=<MaxPool2dBackward>)
+    >>> x.grad
+    tensor([[[[0., 0.],
+              [1., 0.]]]])
+    """
     kernel, stride, padding = _pool_arguments("max_pool2d", x, kernel_size, stride, padding)
     return MaxPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
 
 
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """The mean of each window; every pixel of it gets 1/(KH*KW) of the gradient.
+
+    >>> import minigrad as mg, minigrad.nn.functional as F
+    >>> x = mg.tensor([[[[1.0, 2.0], [4.0, 3.0]]]], requires_grad=True)
+    >>> y = F.avg_pool2d(x, 2)
+    >>> y.sum().backward()
+    >>> y
+    tensor([[[[2.5000]]]], grad_fn=<AvgPool2dBackward>)
+    >>> x.grad
+    tensor([[[[0.2500, 0.2500],
+              [0.2500, 0.2500]]]])
+    """
     kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)

@@ -81,6 +81,18 @@ class Sum(Function):
 
 
 def sum(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """The sum over ``axis`` (all axes by default): every input value gets the output's gradient.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> y = mg.sum(x, axis=0)
+    >>> (y * mg.tensor([1.0, 10.0])).sum().backward()
+    >>> y
+    tensor([4., 6.], grad_fn=<SumBackward>)
+    >>> x.grad
+    tensor([[ 1., 10.],
+            [ 1., 10.]])
+    """
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     return Sum.apply(a, axes=normalize_axes(axis, a.ndim), keepdims=keepdims)
 
@@ -100,6 +112,18 @@ class Mean(Function):
 
 
 def mean(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
+    """The mean over ``axis`` (all axes by default): d(mean)/da_i = 1/n.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    >>> y = x.mean()
+    >>> y.backward()
+    >>> y
+    tensor(2.5000, grad_fn=<MeanBackward>)
+    >>> x.grad
+    tensor([[0.2500, 0.2500],
+            [0.2500, 0.2500]])
+    """
     if a.dtype.kind != "f":  # PyTorch refuses too: the mean of integers is not an integer
         raise TypeError(f"mean: expected a floating-point tensor, got dtype {a.dtype}; "
                         f"cast first, e.g. t.float().mean()")
@@ -134,7 +158,14 @@ class AMax(Function):
 
 
 def amax(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
-    """Largest value over ``axis`` (int or tuple); tied maxima share the gradient equally."""
+    """Largest value over ``axis`` (int or tuple); tied maxima share the gradient equally.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 3.0, 3.0], requires_grad=True)
+    >>> mg.amax(x).backward()   # two tied maxima: half each
+    >>> x.grad
+    tensor([0.0000, 0.5000, 0.5000])
+    """
     axis, keepdims = _resolve(axis, keepdims, dim, keepdim)
     axes = normalize_axes(axis, a.ndim)
     _check_not_empty("amax", a, axes)
@@ -186,7 +217,20 @@ def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
 
 def max(a, axis=None, keepdims=False, *, dim=None, keepdim=None):
     """PyTorch's ``max``: ``max(x)`` is the largest value (ties share the gradient);
-    ``max(x, dim)`` is ``(values, indices)`` and the gradient goes to the index (first occurrence)."""
+    ``max(x, dim)`` is ``(values, indices)`` and the gradient goes to the index (first occurrence).
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([[1.0, 5.0], [7.0, 2.0]], requires_grad=True)
+    >>> values, indices = mg.max(x, dim=1)
+    >>> values.sum().backward()
+    >>> values
+    tensor([5., 7.], grad_fn=<TakeAlongAxisBackward>)
+    >>> indices
+    tensor([1, 0])
+    >>> x.grad
+    tensor([[0., 1.],
+            [1., 0.]])
+    """
     return _extreme("max", a, axis, keepdims, dim, keepdim, largest=True)
 
 

@@ -37,6 +37,18 @@ class Reshape(Function):
 
 
 def reshape(a, *shape):
+    """The same values under another shape (one size may be -1); the gradient is reshaped back.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 2.0, 3.0, 4.0], requires_grad=True)
+    >>> y = x.reshape(2, 2)
+    >>> (y * mg.tensor([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    >>> y
+    tensor([[1., 2.],
+            [3., 4.]], grad_fn=<ReshapeBackward>)
+    >>> x.grad
+    tensor([1., 2., 3., 4.])
+    """
     shape = _shape_from_args(shape)
     known = 1
     for size in shape:
@@ -102,7 +114,13 @@ def permute(a, *axes):
 
 
 def transpose(a, *axes):
-    """``transpose()`` reverses all axes; ``transpose(i, j)`` swaps two (PyTorch's meaning)."""
+    """``transpose()`` reverses all axes; ``transpose(i, j)`` swaps two (PyTorch's meaning).
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([[1.0, 2.0, 3.0]])
+    >>> x.transpose(0, 1).shape
+    (3, 1)
+    """
     axes = _shape_from_args(axes)
     if not axes:
         return permute(a, *reversed(range(a.ndim)))
@@ -133,7 +151,14 @@ class GetItem(Function):
 
 
 def getitem(a, index):
-    """Basic slicing and integer-array indexing; tensors used as indices are unwrapped."""
+    """Basic slicing and integer-array indexing; tensors used as indices are unwrapped.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> x[[0, 0, 2]].sum().backward()   # x[0] picked twice: its gradient adds up
+    >>> x.grad
+    tensor([2., 0., 1.])
+    """
     if isinstance(index, Tensor):
         index = index.array
     elif isinstance(index, tuple):
@@ -156,6 +181,20 @@ class Concatenate(Function):
 
 
 def concatenate(tensors, axis=None, *, dim=None):
+    """Join tensors along an existing axis; each input gets back its own slab of the gradient.
+
+    >>> import minigrad as mg
+    >>> a = mg.tensor([1.0, 2.0], requires_grad=True)
+    >>> b = mg.tensor([3.0], requires_grad=True)
+    >>> y = mg.cat([a, b])
+    >>> (y * mg.tensor([1.0, 2.0, 3.0])).sum().backward()
+    >>> y
+    tensor([1., 2., 3.], grad_fn=<ConcatenateBackward>)
+    >>> a.grad
+    tensor([1., 2.])
+    >>> b.grad
+    tensor([3.])
+    """
     axis = _axis_or_dim(axis, dim)
     tensors = list(tensors)
     if not tensors:
@@ -177,6 +216,14 @@ class Stack(Function):
 
 
 def stack(tensors, axis=None, *, dim=None):
+    """Join tensors of one shape along a new axis; input i gets slice i of the gradient.
+
+    >>> import minigrad as mg
+    >>> a, b = mg.tensor([1.0, 2.0]), mg.tensor([3.0, 4.0])
+    >>> mg.stack([a, b], dim=1)
+    tensor([[1., 3.],
+            [2., 4.]])
+    """
     axis = _axis_or_dim(axis, dim)
     tensors = list(tensors)
     if not tensors:

@@ -27,6 +27,17 @@ class LogSoftmax(Function):
 
 
 def log_softmax(x, dim=-1):
+    """log(softmax(x)) along ``dim``, computed without taking the log of a tiny probability.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> y = mg.log_softmax(x, dim=0)
+    >>> y[0].backward()   # d y_0 / d x = one_hot(0) - softmax(x)
+    >>> y
+    tensor([-2.4076, -1.4076, -0.4076], grad_fn=<LogSoftmaxBackward>)
+    >>> x.grad
+    tensor([ 0.9100, -0.2447, -0.6652])
+    """
     axis = normalize_axis(dim, x.ndim, "dim")
     if x.ndim == 0:  # one value along its only axis (PyTorch accepts dim 0 / -1): log 1 = 0
         return LogSoftmax.apply(x.reshape(1), axis=0).reshape(())
@@ -48,6 +59,17 @@ class Softmax(Function):
 
 
 def softmax(x, dim=-1):
+    """e^x / sum(e^x) along ``dim``, shifted by the max so nothing overflows.
+
+    >>> import minigrad as mg
+    >>> x = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    >>> p = mg.softmax(x, dim=0)
+    >>> p[2].backward()   # d p_k / d x_i = p_k (1[i == k] - p_i)
+    >>> p
+    tensor([0.0900, 0.2447, 0.6652], grad_fn=<SoftmaxBackward>)
+    >>> x.grad
+    tensor([-0.0599, -0.1628,  0.2227])
+    """
     axis = normalize_axis(dim, x.ndim, "dim")
     if x.ndim == 0:  # one value along its only axis: probability 1
         return Softmax.apply(x.reshape(1), axis=0).reshape(())
