@@ -21,6 +21,7 @@ import contextlib
 from . import backend
 from .tensor import Tensor, check_same_device  # the import cycle is closed at the end of tensor.py
 
+
 _grad_enabled = True
 
 
@@ -50,17 +51,6 @@ def is_grad_enabled() -> bool:
     return _grad_enabled
 
 
-def zero_gradients(parameters, set_to_none):
-    """``.grad = None`` (the next backward allocates afresh), or zeros written into the existing
-    arrays (keeps their memory, e.g. for code holding a reference to ``.grad``)."""
-    for parameter in parameters:
-        if set_to_none:
-            parameter.grad = None
-        elif parameter.grad is not None:
-            parameter.grad.array[...] = 0
-            parameter.grad._bump_version()
-
-
 def unbroadcast(grad, shape):
     """Sum ``grad`` over the axes that broadcasting added or stretched, back to ``shape``.
 
@@ -77,6 +67,7 @@ def unbroadcast(grad, shape):
     return grad
 
 
+# ----------------------------------------------------------------------------- the graph: one node per op
 class Function:
     """One differentiable op, and one node of the graph.
 
@@ -145,66 +136,6 @@ class Function:
         return out
 
 
-class AccumulateGrad:
-    """The node at a leaf in ``next_functions``: backward adds the gradient into ``variable.grad``."""
-
-    next_functions = ()
-
-    def __init__(self, variable):
-        self.variable = variable
-
-    def name(self):
-        return "AccumulateGrad"
-
-    def __repr__(self):
-        return f"<AccumulateGrad object at {id(self):#x}>"
-
-
-def memory_owner(array):
-    """The array that owns ``array``'s memory (itself unless it is a view; NumPy and CuPy alike)."""
-    while getattr(array, "base", None) is not None:
-        array = array.base
-    return array
-
-
-def share_version_with_viewed_input(out, inputs):
-    """An output that is a view of an input (reshape, transpose, slicing) shares its memory,
-    so it shares its version counter too: a write through either is a write to both."""
-    owner = memory_owner(out.array)
-    for tensor in inputs:
-        if memory_owner(tensor.array) is owner:
-            out._version_counter = tensor._version_counter
-            return
-
-
-def saved_versions(saved, inputs, output):
-    """(version counter, its value now, the tensor's role, shape, dtype) for every input or
-    output whose memory (the array itself or a view of it) the op saved for backward."""
-    if not saved:
-        return ()
-    candidates = [(f"input {position}", tensor) for position, tensor in enumerate(inputs)]
-    candidates.append(("output", output))
-    owners = [memory_owner(tensor.array) for _, tensor in candidates]
-    records = []
-    for array in saved:
-        owner = memory_owner(array)
-        records.extend((tensor._version_counter, tensor._version_counter.value, role, tensor.shape, tensor.dtype)
-                       for (role, tensor), candidate_owner in zip(candidates, owners) if candidate_owner is owner)
-    return tuple(records)
-
-
-def check_saved_versions(node):
-    """Raise if a value ``node`` saved for backward was written in place after it was saved."""
-    for counter, saved_version, role, shape, dtype in node.saved_versions:
-        if counter.value != saved_version:
-            raise RuntimeError(
-                f"backward: one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: the {role} of {type(node).__name__} (shape {shape}, {dtype}) is at "
-                f"version {counter.value}; expected version {saved_version}. An optimizer step or an "
-                f"in-place op ran between forward and backward: call backward before step(), or compute "
-                f"the forward again")
-
-
 def gradient_destination(tensor):
     """Where a gradient for ``tensor`` goes: the Function that made it, the leaf itself, or None."""
     if not tensor.requires_grad:
@@ -212,6 +143,7 @@ def gradient_destination(tensor):
     return tensor._fn if tensor._fn is not None else tensor
 
 
+# ----------------------------------------------------------------------------- the walk
 def topological_order(root):
     """Nodes that lead to ``root``, each after all of its parents (iterative DFS, no recursion).
 
@@ -274,13 +206,7 @@ def initial_gradient(root, grad):
 
 def send_to_parents(node, grad, pending, retain_graph):
     """Run one node's backward and add each input's gradient (reduced to its shape) to ``pending``."""
-    if node.released:
-        raise RuntimeError("backward: this graph was already walked and its saved arrays freed; "
-                           "pass retain_graph=True to the first backward to walk it twice")
-    check_saved_versions(node)
-    output = node.retained_output() if node.retained_output is not None else None
-    if output is not None:
-        output._accumulate_grad(grad)
+    before_backward(node, grad)  # PyTorch's checks and retain_grad(): see the end of this file
     input_grads = node.backward(grad)
     if not isinstance(input_grads, tuple):
         input_grads = (input_grads,)
@@ -292,5 +218,97 @@ def send_to_parents(node, grad, pending, retain_graph):
         # Out of place on purpose: one array may be handed to several inputs (add, stack).
         pending[key] = parent_grad if key not in pending else pending[key] + parent_grad
     if not retain_graph:
-        node.saved, node.parents, node.saved_versions = (), (), ()  # free the saved activations now
-        node.released = True
+        release(node)  # free the saved activations as soon as they are used
+
+
+# ------------------------------------------------- PyTorch's bookkeeping (not needed to follow the walk)
+def before_backward(node, grad):
+    """What PyTorch checks and keeps before a node's backward runs: refuse a graph whose saved
+    arrays were already freed, refuse saved values written in place since, and give ``grad`` to
+    an output that called ``retain_grad()`` (only leaves keep ``.grad`` otherwise)."""
+    if node.released:
+        raise RuntimeError("backward: this graph was already walked and its saved arrays freed; "
+                           "pass retain_graph=True to the first backward to walk it twice")
+    check_saved_versions(node)
+    output = node.retained_output() if node.retained_output is not None else None
+    if output is not None:
+        output._accumulate_grad(grad)
+
+
+def release(node):
+    """Drop what ``node`` saved and its links once its backward ran; ``before_backward`` then
+    refuses a second walk with a clear message instead of failing inside an op."""
+    node.saved, node.parents, node.saved_versions = (), (), ()
+    node.released = True
+
+
+def check_saved_versions(node):
+    """Raise if a value ``node`` saved for backward was written in place after it was saved."""
+    for counter, saved_version, role, shape, dtype in node.saved_versions:
+        if counter.value != saved_version:
+            raise RuntimeError(
+                f"backward: one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: the {role} of {type(node).__name__} (shape {shape}, {dtype}) is at "
+                f"version {counter.value}; expected version {saved_version}. An optimizer step or an "
+                f"in-place op ran between forward and backward: call backward before step(), or compute "
+                f"the forward again")
+
+
+def saved_versions(saved, inputs, output):
+    """(version counter, its value now, the tensor's role, shape, dtype) for every input or
+    output whose memory (the array itself or a view of it) the op saved for backward."""
+    if not saved:
+        return ()
+    candidates = [(f"input {position}", tensor) for position, tensor in enumerate(inputs)]
+    candidates.append(("output", output))
+    owners = [memory_owner(tensor.array) for _, tensor in candidates]
+    records = []
+    for array in saved:
+        owner = memory_owner(array)
+        records.extend((tensor._version_counter, tensor._version_counter.value, role, tensor.shape, tensor.dtype)
+                       for (role, tensor), candidate_owner in zip(candidates, owners) if candidate_owner is owner)
+    return tuple(records)
+
+
+def share_version_with_viewed_input(out, inputs):
+    """An output that is a view of an input (reshape, transpose, slicing) shares its memory,
+    so it shares its version counter too: a write through either is a write to both."""
+    owner = memory_owner(out.array)
+    for tensor in inputs:
+        if memory_owner(tensor.array) is owner:
+            out._version_counter = tensor._version_counter
+            return
+
+
+def memory_owner(array):
+    """The array that owns ``array``'s memory (itself unless it is a view; NumPy and CuPy alike)."""
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+class AccumulateGrad:
+    """The node at a leaf in ``next_functions``: backward adds the gradient into ``variable.grad``."""
+
+    next_functions = ()
+
+    def __init__(self, variable):
+        self.variable = variable
+
+    def name(self):
+        return "AccumulateGrad"
+
+    def __repr__(self):
+        return f"<AccumulateGrad object at {id(self):#x}>"
+
+
+# ----------------------------------------------------------------------------- for nn and optim
+def zero_gradients(parameters, set_to_none):
+    """``.grad = None`` (the next backward allocates afresh), or zeros written into the existing
+    arrays (keeps their memory, e.g. for code holding a reference to ``.grad``)."""
+    for parameter in parameters:
+        if set_to_none:
+            parameter.grad = None
+        elif parameter.grad is not None:
+            parameter.grad.array[...] = 0
+            parameter.grad._bump_version()
