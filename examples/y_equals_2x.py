@@ -6,6 +6,9 @@ all 10 samples is one epoch. The loss printed per epoch is the mean over its 10 
 
     python examples/y_equals_2x.py             # 30 epochs
     python examples/y_equals_2x.py --epochs 2  # a quick look
+
+This is the first stop of the reading path (README, "Reading the code"). Read next:
+``minigrad/autograd.py``, the engine behind ``loss.backward()``.
 """
 import argparse
 

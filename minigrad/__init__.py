@@ -1,11 +1,28 @@
 """minigrad: a small, exact deep-learning stack on NumPy (CPU) and CuPy (CUDA).
 
-Where to read what:
-- ``tensor.py``      the Tensor class and its operators
-- ``autograd.py``    Function (one op) and the backward graph walk
-- ``ops/``           each family of ops, forward and backward side by side
-- ``nn/``            Module, layers, losses, initialisation
-- ``backend.py``     NumPy/CuPy, devices, dtypes (the only module importing them)
+The reading path (the README's code tour gives the same; every module ends its docstring
+with the next stop):
+
+1. ``examples/y_equals_2x.py``   a whole training run in one short script
+2. ``autograd.py``               ``Function`` (one op, one graph node) and the backward walk
+3. ``ops/elementwise.py``        the simplest ops: forward and backward side by side
+4. ``tensor.py``                 ``Tensor``: PyTorch's operator names over the ops
+5. ``ops/reduce.py``, ``ops/linalg.py``, ``ops/shape.py``   sum/mean/max, matmul, reshape
+6. ``ops/softmax.py``, ``ops/loss.py``   log_softmax; cross-entropy and its normaliser
+7. ``nn/``                       Module, initialisation, layers, functional
+8. ``optim/``                    the update rules, PyTorch's exactly
+9. ``data/``                     datasets, the DataLoader, real data and downloads
+10. ``train.py``                 micro-batches and gradient accumulation, the loop
+11. ``ops/conv_reference.py``, then ``ops/conv.py``, ``ops/pool.py``, ``ops/layout.py``,
+    ``parallel.py``: convolution and pooling the obvious way, then the fast way
+12. last: ``backend.py`` (NumPy/CuPy), ``memory/``, ``cli.py``, ``report.py``,
+    ``checkpoint.py``, ``files.py``, ``distributed.py``
+
+Side trips: ``dtypes.py`` (which dtype a result gets), ``creation.py`` (factories),
+``random.py`` and ``ops/dropout.py`` (seeding), ``models.py`` (ready-made networks).
+
+The one import cycle (tensor <-> autograd <-> ops) is closed at the end of ``tensor.py``,
+which is why ``tensor`` is imported first below.
 """
 from .tensor import Tensor, tensor  # noqa: F401  (first: tensor.py closes the import cycle, see its end)
 from . import backend, cuda  # noqa: F401

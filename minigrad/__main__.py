@@ -1,4 +1,7 @@
-"""``python -m minigrad train ...`` (and the ``minigrad`` console script): see ``minigrad/cli.py``."""
+"""``python -m minigrad train ...`` (and the ``minigrad`` console script): see ``minigrad/cli.py``.
+
+Read next: ``cli.py`` (the command itself).
+"""
 import sys
 
 from .cli import main

@@ -13,6 +13,8 @@ Shared mechanics live here, once:
 - in-place writes: each tensor has a version counter that every in-place write bumps; ``apply``
   notes the version of each tensor whose memory an op saved, and backward refuses to run the
   op if it changed since (PyTorch's check), instead of returning a wrong gradient.
+
+Read next: ``ops/elementwise.py`` (the simplest ops built on ``Function``), then ``tensor.py``.
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ NumPy re-exported here as ``np``.
 
 CuPy is imported lazily, the first time a CUDA device is asked for: ``import minigrad`` works
 on a machine without it.
+
+Read next: ``cuda.py``, then ``memory/`` (where training memory goes).
 """
 from __future__ import annotations
 

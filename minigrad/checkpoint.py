@@ -10,6 +10,8 @@ bit for bit.
 Writing goes through ``files.atomic_write`` (a temporary file in the same directory, synced,
 then ``os.replace``): a crash mid-save leaves the previous checkpoint intact, never a
 half-written one.
+
+Read next: ``files.py`` (the atomic writer), then ``distributed.py``.
 """
 from __future__ import annotations
 

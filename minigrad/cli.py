@@ -14,6 +14,8 @@ Under ``mpiexec -n N`` the same command trains data-parallel (``minigrad/distrib
 rank builds the same run, takes its shard of each batch, and ends each step with the same
 parameters. Only rank 0 prints and writes files; the others wait at a barrier after each
 checkpoint. Nothing in a checkpoint depends on N, so a run resumes on any number of ranks.
+
+Read next: ``report.py`` (what the run prints and writes), then ``checkpoint.py``.
 """
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """Tensor factories under PyTorch's names: zeros, ones, full, arange, linspace, the random ones
-(from minigrad's global seeded generator) and their ``*_like`` forms."""
+(from minigrad's global seeded generator) and their ``*_like`` forms.
+
+Read next: ``ops/reduce.py``, the next stop on the path (a side trip from ``tensor.py``).
+"""
 from __future__ import annotations
 
 import numbers

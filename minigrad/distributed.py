@@ -28,6 +28,9 @@ masked (ignore_index) or weighted. Dividing sums by the global normaliser is exa
 GPUs: CuPy gradients are copied to host memory, reduced there and copied back (explicit
 copies). A CUDA-aware MPI or NCCL (``cupy.cuda.nccl``) would skip the copies; it is not used
 because it could not be tested here.
+
+Read next: nothing more: this is the end of the path that the package docstring
+(``__init__.py``) and the README lay out.
 """
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ exp, log, sqrt, ... of an int tensor   float64                     float32
 float32 @ float64 (matmul, linear)     float64                     an error: one dtype wanted
 =====================================  ==========================  ==========================
 
-Read next: ``ops/elementwise.py`` (the ops that apply these rules), then ``tensor.py``.
+Read next: ``tensor.py``, the next stop on the path (this module is a side trip from
+``ops/elementwise.py``).
 """
 from __future__ import annotations
 

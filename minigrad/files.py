@@ -5,8 +5,7 @@ a temporary file in the target's directory, are flushed to disk, and only then i
 renamed over the target (``os.replace``, atomic on one file system): a crash or an error
 midway leaves the previous file intact and no temporary file behind.
 
-Read next: nothing; this is a leaf (used by ``checkpoint.py``, ``data/downloads.py`` and
-``report.py``).
+Read next: ``distributed.py`` (the same training over several processes).
 """
 from __future__ import annotations
 

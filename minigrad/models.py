@@ -2,6 +2,8 @@
 
 Each takes the image shape (C, H, W) and the number of classes, so the same name works on
 8x8 digits, 28x28 (Fashion-)MNIST and 32x32 CIFAR-10.
+
+Read next: ``ops/conv_reference.py`` (convolution and pooling the obvious way).
 """
 from __future__ import annotations
 

@@ -13,6 +13,8 @@ cores share one memory bus, so they gain little.
 1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
 so results are bit-for-bit the same with any number of threads. Kernels on CuPy arrays run
 on the calling thread: the GPU has its own parallelism.
+
+Read next: ``backend.py`` (NumPy or CuPy underneath everything).
 """
 from __future__ import annotations
 

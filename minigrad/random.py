@@ -2,6 +2,9 @@
 
 Random numbers are drawn on the host with NumPy's PCG64 and copied to the device when
 needed, so a seeded model starts from the same weights on the CPU and on a GPU.
+
+Read next: ``models.py`` (the networks the command line trains), then
+``ops/conv_reference.py``.
 """
 from __future__ import annotations
 

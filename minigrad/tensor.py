@@ -2,6 +2,9 @@
 
 The arithmetic lives in ``minigrad/ops``; this class only gives it PyTorch's names
 (``x + y``, ``x @ w``, ``x.sum(axis=1)``) and holds ``.grad``.
+
+Read next: ``ops/reduce.py`` (sum, mean, max), then ``ops/linalg.py``; the factories
+(``zeros``, ``randn``) are in ``creation.py``.
 """
 from __future__ import annotations
 

@@ -16,6 +16,9 @@ The same goes wrong with equal sizes as soon as targets are masked: with targets
 while the batch's mean is over 3. So the normaliser (counted targets in the *whole* batch,
 ignore_index excluded, class weights summed) is fixed first, and every micro-batch adds
 ``sum of its losses / normaliser`` into ``.grad``. The gradients then add up to the batch's.
+
+Read next: ``ops/dropout.py`` and ``random.py`` (masks that do not depend on the split), then
+``models.py``.
 """
 from __future__ import annotations
 

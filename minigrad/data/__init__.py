@@ -1,4 +1,7 @@
-"""Data (``minigrad.data``): datasets and the batching ``DataLoader``."""
+"""Data (``minigrad.data``): datasets and the batching ``DataLoader``.
+
+Read next: ``data/dataset.py``, then ``data/loader.py``.
+"""
 from .dataset import Dataset, TensorDataset  # noqa: F401
 from .loader import (DataLoader, RandomSampler, Sampler, SequentialSampler, SubsetRandomSampler,  # noqa: F401
                      default_collate)

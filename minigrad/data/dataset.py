@@ -1,4 +1,7 @@
-"""Datasets: anything with a length that returns sample ``i`` as a tuple (input, target, ...)."""
+"""Datasets: anything with a length that returns sample ``i`` as a tuple (input, target, ...).
+
+Read next: ``data/loader.py`` (batches in a seeded order).
+"""
 from __future__ import annotations
 
 from ..backend import np

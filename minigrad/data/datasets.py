@@ -11,6 +11,8 @@ labels int64 in [0, num_classes), a fixed train/test split and the class names.
 With ``download=True`` missing files are fetched, verified and put in place by
 ``data/downloads.py``; this module only reads them. A file that is on disk but broken (wrong
 magic number, truncated, wrong size) raises ``ValueError`` naming the file.
+
+Read next: ``data/downloads.py`` (how missing files are fetched), then ``train.py``.
 """
 from __future__ import annotations
 

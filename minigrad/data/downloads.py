@@ -6,7 +6,7 @@ when the md5 or sha256 matches: an interrupted or corrupt download never leaves 
 looks complete. ``download_named`` picks the address (argument, environment variable, or the
 official one) and the published checksum. Reading the files is ``datasets.py``'s job.
 
-Read next: ``data/datasets.py`` (parsing the files), then ``train.py``.
+Read next: ``train.py`` (the loop that consumes the batches).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ A ``sampler`` (any iterable of sample indices with a length) replaces that order
 index lists in order and takes the results back in the same order, so the batches are exactly
 those of ``num_workers=0``. Workers build host arrays only; moving a batch to the device (through
 pinned host memory with ``pin_memory=True`` on CUDA) happens in the main process.
+
+Read next: ``data/datasets.py`` (the real data sets), then ``train.py``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ The saved arrays are found by walking the graph from the loss (``autograd.topolo
 the same walk ``backward`` makes) and adding up each Function's ``saved`` arrays, each block of
 memory once. The peak comes from tracemalloc on the CPU and CuPy's memory pool on a GPU.
 
-Read next: ``memory/predict.py`` (the same quantities from shapes alone).
+Read next: ``cli.py`` (the command line that trains with all of the above).
 """
 from __future__ import annotations
 

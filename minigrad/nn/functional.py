@@ -1,4 +1,7 @@
-"""``minigrad.nn.functional``: the stateless ops that layers call, under PyTorch's names."""
+"""``minigrad.nn.functional``: the stateless ops that layers call, under PyTorch's names.
+
+Read next: ``optim/optimizer.py`` (what happens to the gradients).
+"""
 from __future__ import annotations
 
 from ..dtypes import check_same_dtype

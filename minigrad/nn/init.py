@@ -3,6 +3,8 @@
 ``nn.Linear`` and ``nn.Conv2d`` draw weights from Kaiming-uniform with a = sqrt(5), whose
 bound gain * sqrt(3 / fan_in) with gain = sqrt(2 / (1 + a^2)) simplifies to 1 / sqrt(fan_in),
 and biases from U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+
+Read next: ``nn/layers.py`` (the layers that use these initialisers).
 """
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Layers: thin Modules that hold parameters and call ``nn.functional``."""
+"""Layers: thin Modules that hold parameters and call ``nn.functional``.
+
+Read next: ``nn/functional.py`` (the stateless forms the layers call), then
+``optim/optimizer.py``.
+"""
 from __future__ import annotations
 
 from collections import OrderedDict

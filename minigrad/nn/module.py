@@ -1,4 +1,7 @@
-"""``Module`` and ``Parameter``: a tree of layers that owns named, ordered parameters."""
+"""``Module`` and ``Parameter``: a tree of layers that owns named, ordered parameters.
+
+Read next: ``nn/init.py`` (how parameters start).
+"""
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple

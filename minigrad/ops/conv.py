@@ -23,6 +23,8 @@ The fast evaluation (layout helpers in ops/layout.py):
   so results do not depend on the thread count.
 - Nothing large saved: backward gathers again from the saved input, which the previous op
   keeps alive anyway, instead of holding columns between forward and backward.
+
+Read next: ``ops/pool.py``, then ``ops/layout.py`` (the memory layout both rely on).
 """
 from __future__ import annotations
 

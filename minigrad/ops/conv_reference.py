@@ -13,6 +13,8 @@ so autograd derives their backward: there is no backward to read here, and none 
 They are slow and memory-hungry (conv2d materialises an (N, g, O/g, C/g, OH, OW) product per
 offset) and check no arguments. ops/conv.py and ops/pool.py compute the same values with
 fast kernels; the tests check those against this module and against PyTorch.
+
+Read next: ``ops/conv.py`` and ``ops/pool.py`` (the same math, evaluated fast).
 """
 from __future__ import annotations
 

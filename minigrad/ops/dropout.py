@@ -5,6 +5,8 @@ Masks come from one of two sources:
 - the per-sample path, inside ``random.per_sample_masks`` (``train.accumulate`` enters it):
   the mask row of sample i depends only on (seed, dropout call index, global sample index i),
   so a batch split into micro-batches gets exactly the masks of the unsplit batch.
+
+Read next: ``random.py`` (the seeded generator and the per-sample keys).
 """
 from __future__ import annotations
 

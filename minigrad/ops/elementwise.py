@@ -2,6 +2,9 @@
 
 Binary ops may broadcast; their backward returns gradients of the broadcast shape and the
 graph walk (``autograd.unbroadcast``) sums them back to each input's shape.
+
+Read next: ``tensor.py`` (the operators that call these ops); the dtype rules applied by
+``promote`` are in ``dtypes.py``.
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ the kernels of ops/conv.py and ops/pool.py visit them.
   rows shared by vertically overlapping windows are copied once.
 - Blocks: ``band_blocks`` cuts the output into blocks of rows x columns small enough for their
   gathered rows to stay in cache between the copy that writes them and the product that reads them.
+
+Read next: ``parallel.py`` (the threads that split big conv kernels), then ``backend.py``.
 """
 from __future__ import annotations
 

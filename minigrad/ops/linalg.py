@@ -1,4 +1,7 @@
-"""Matrix product, batched and broadcasting like ``numpy.matmul`` / ``torch.matmul``."""
+"""Matrix product, batched and broadcasting like ``numpy.matmul`` / ``torch.matmul``.
+
+Read next: ``ops/shape.py`` (reshape, permute, indexing, concatenation).
+"""
 from __future__ import annotations
 
 from .. import backend

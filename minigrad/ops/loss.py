@@ -4,6 +4,8 @@ cross-entropy with logits, and mean squared error.
 Every loss has one *normaliser*: the number the summed loss is divided by for
 ``reduction="mean"``. ``cross_entropy_normalizer`` computes it on its own because gradient
 accumulation must fix it for the whole batch before looking at any micro-batch.
+
+Read next: ``nn/module.py`` (how layers hold parameters).
 """
 from __future__ import annotations
 

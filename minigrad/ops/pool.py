@@ -10,6 +10,8 @@ The fast evaluation works, like convolution, on batch-last (C, H, W, N) arrays a
 NCHW view (ops/layout.py). It loops over the KH*KW kernel offsets, not over pixels: for one
 offset, the pixel that every window reads is a strided slice of the input (``offset_pixels``),
 so each step is one vectorised operation over the whole batch (4 of them for a 2x2 pool).
+
+Read next: ``ops/layout.py`` (batch-last views, window views, cache-sized blocks).
 """
 from __future__ import annotations
 

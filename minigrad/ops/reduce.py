@@ -1,4 +1,7 @@
-"""Reductions: sum, mean, max over all axes or chosen ones, with or without keepdims."""
+"""Reductions: sum, mean, max over all axes or chosen ones, with or without keepdims.
+
+Read next: ``ops/linalg.py`` (the matrix product).
+"""
 from __future__ import annotations
 
 import numbers

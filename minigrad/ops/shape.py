@@ -1,4 +1,7 @@
-"""Ops that move values around without changing them: reshape, permute, index, join, pad."""
+"""Ops that move values around without changing them: reshape, permute, index, join, pad.
+
+Read next: ``ops/softmax.py``, then ``ops/loss.py``.
+"""
 from __future__ import annotations
 
 import numbers

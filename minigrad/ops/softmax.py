@@ -1,4 +1,7 @@
-"""softmax and log_softmax along one axis, computed stably (shifted by the max)."""
+"""softmax and log_softmax along one axis, computed stably (shifted by the max).
+
+Read next: ``ops/loss.py`` (cross-entropy fuses log_softmax with the loss).
+"""
 from __future__ import annotations
 
 from .. import backend

@@ -1,4 +1,7 @@
-"""Optimizers (``minigrad.optim``): each one's update rule is written out in its module docstring."""
+"""Optimizers (``minigrad.optim``): each one's update rule is written out in its module docstring.
+
+Read next: ``optim/optimizer.py``, then ``optim/sgd.py`` and ``optim/adam.py``.
+"""
 from . import lr_scheduler  # noqa: F401
 from .adadelta import Adadelta  # noqa: F401
 from .adagrad import Adagrad  # noqa: F401

@@ -10,6 +10,8 @@ For each parameter p with gradient g, every step:
 
 The ratio of the two running RMS values sets each coordinate's step size, so the units of the
 update match those of the parameter (Zeiler, 2012).
+
+Read next: ``optim/lr_scheduler.py``.
 """
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ For each parameter p with gradient g, at step t = 1, 2, ...:
     p = p - clr * g / (sqrt(sum) + eps)              # (sum starts at initial_accumulator_value)
 
 Each coordinate's step shrinks as its gradients add up: rare features keep larger steps.
+
+Read next: ``optim/adadelta.py``.
 """
 from __future__ import annotations
 

@@ -12,6 +12,9 @@ For each parameter p with gradient g, at step t = 1, 2, ...:
 
 m and v start at zero, so early averages are biased towards zero; dividing by
 (1 - beta**t) removes that bias.
+
+Read next: ``optim/rmsprop.py``, ``optim/adagrad.py``, ``optim/adadelta.py`` (the same
+pattern), then ``optim/lr_scheduler.py``; or straight on to ``data/dataset.py``.
 """
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ anything else that changes ``group["lr"]`` in between, as in PyTorch.
 
 ``state_dict()`` holds plain numbers and lists (the optimizer is not part of it, and a
 ``LambdaLR``'s functions are not saved: rebuild the scheduler with them, then load the state).
+
+Read next: ``data/dataset.py`` (where batches come from).
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ smaller ``lr`` for a pretrained backbone) and a *state* per parameter (momentum 
 moments). Subclasses write only the update rule, in ``update(parameter, grad, state, group)``;
 this class loops over groups, skips parameters without a gradient, runs the update under
 ``no_grad``, and saves/restores everything as plain host NumPy arrays.
+
+Read next: ``optim/sgd.py`` (the first update rule).
 """
 from __future__ import annotations
 

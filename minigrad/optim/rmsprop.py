@@ -10,6 +10,8 @@ For each parameter p with gradient g, every step:
     p = p - lr * g / avg                                   otherwise
 
 No bias correction (unlike Adam): v starts at zero, so the first steps are large.
+
+Read next: ``optim/adagrad.py``.
 """
 from __future__ import annotations
 

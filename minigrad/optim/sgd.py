@@ -7,6 +7,8 @@ PyTorch's update, step by step (g is the gradient, p the parameter):
     buf = momentum * buf + (1 - dampening) * g    # not as zero (so no warm-up bias)
     g = g + momentum * buf     with nesterov, else g = buf
     p = p - lr * g
+
+Read next: ``optim/adam.py``.
 """
 from __future__ import annotations
 
