@@ -209,11 +209,8 @@ def exp(a):
 
     >>> import minigrad as mg
     >>> x = mg.tensor([0.0, 1.0], requires_grad=True)
-    >>> y = mg.exp(x)
-    >>> y.sum().backward()
-    >>> y
-    tensor([1.0000, 2.7183], grad_fn=<ExpBackward>)
-    >>> x.grad
+    >>> mg.exp(x).sum().backward()
+    >>> x.grad                      # e^x again: exp is its own derivative
     tensor([1.0000, 2.7183])
     """
     return Exp.apply(as_floating(a))
@@ -342,13 +339,11 @@ def sigmoid(a):
     """1 / (1 + e^-a): d(sigma a)/da = sigma(a) (1 - sigma(a)).
 
     >>> import minigrad as mg
-    >>> x = mg.tensor([0.0, 2.0], requires_grad=True)
-    >>> y = mg.sigmoid(x)
-    >>> y.sum().backward()
-    >>> y
+    >>> s = mg.sigmoid(mg.tensor([0.0, 2.0], requires_grad=True))
+    >>> s
     tensor([0.5000, 0.8808], grad_fn=<SigmoidBackward>)
-    >>> x.grad
-    tensor([0.2500, 0.1050])
+    >>> s * (1 - s)                 # what backward sends back for a gradient of ones
+    tensor([0.2500, 0.1050], grad_fn=<MulBackward>)
     """
     return Sigmoid.apply(as_floating(a))
 

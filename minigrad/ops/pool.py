@@ -162,14 +162,13 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """The mean of each window; every pixel of it gets 1/(KH*KW) of the gradient.
 
     >>> import minigrad as mg, minigrad.nn.functional as F
-    >>> x = mg.tensor([[[[1.0, 2.0], [4.0, 3.0]]]], requires_grad=True)
-    >>> y = F.avg_pool2d(x, 2)
-    >>> y.sum().backward()
-    >>> y
-    tensor([[[[2.5000]]]], grad_fn=<AvgPool2dBackward>)
-    >>> x.grad
-    tensor([[[[0.2500, 0.2500],
-              [0.2500, 0.2500]]]])
+    >>> x = mg.arange(8.0).reshape(1, 1, 2, 4).requires_grad_()
+    >>> F.avg_pool2d(x, 2)             # two 2x2 windows
+    tensor([[[[2.5000, 4.5000]]]], grad_fn=<AvgPool2dBackward>)
+    >>> F.avg_pool2d(x, 2).sum().backward()
+    >>> x.grad                         # a quarter to every pixel of each window
+    tensor([[[[0.2500, 0.2500, 0.2500, 0.2500],
+              [0.2500, 0.2500, 0.2500, 0.2500]]]])
     """
     kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)
