@@ -492,62 +492,13 @@ class Tensor:
                                      else shape, dtype=self.dtype))
 
     # ------------------------------------------------------------------ methods
-    def exp(self):
-        return elementwise.exp(self)
-
-    def log(self):
-        return elementwise.log(self)
-
-    def sqrt(self):
-        return elementwise.sqrt(self)
-
-    def sin(self):
-        return elementwise.sin(self)
-
-    def cos(self):
-        return elementwise.cos(self)
-
-    def tanh(self):
-        return elementwise.tanh(self)
-
-    def sigmoid(self):
-        return elementwise.sigmoid(self)
-
-    def relu(self):
-        return elementwise.relu(self)
-
+    # Ops whose method form adds nothing to the function (exp, log, ..., relu; sum, mean, max,
+    # ..., argmin) are attached at the end of this file, after the import seam: ``x.exp()`` is
+    # ``mg.exp(x)`` and ``x.sum(dim=1)`` is ``mg.sum(x, dim=1)``, the very same function.
     def clip(self, min=None, max=None):
         return elementwise.clip(self, min, max)
 
     clamp = clip
-
-    def abs(self):
-        return elementwise.abs(self)
-
-    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.sum(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.mean(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        """``x.max()``: the largest value; ``x.max(dim)``: ``(values, indices)``, as PyTorch."""
-        return reduce.max(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def min(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.min(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def amax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.amax(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def amin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.amin(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def argmax(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.argmax(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
-
-    def argmin(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        return reduce.argmin(self, axis=axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
 
     def any(self):
         """A 0-d bool tensor, as PyTorch (``if t.any():`` still works through ``__bool__``)."""
@@ -625,3 +576,11 @@ def tensor(data, requires_grad=False, dtype=None, device=None):
 from . import autograd  # noqa: E402
 from .ops import elementwise, linalg, reduce, shape  # noqa: E402
 from .ops import softmax as softmax_ops  # noqa: E402
+
+# The ops as methods (see "methods" in the class): each is the op's own function, so
+# ``x.max(dim)`` takes exactly ``mg.max``'s arguments and ``help(x.exp)`` shows its example.
+for _name in ("exp", "log", "sqrt", "sin", "cos", "tanh", "sigmoid", "relu", "abs"):
+    setattr(Tensor, _name, getattr(elementwise, _name))
+for _name in ("sum", "mean", "max", "min", "amax", "amin", "argmax", "argmin"):
+    setattr(Tensor, _name, getattr(reduce, _name))
+del _name

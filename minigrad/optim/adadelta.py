@@ -16,16 +16,17 @@ Read next: ``optim/lr_scheduler.py``.
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, check_non_negative
+from .optimizer import Optimizer
 
 
 class Adadelta(Optimizer):
+    NON_NEGATIVE = ("lr", "eps", "weight_decay")
+
     def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0):
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay))
 
     def check_hyperparameters(self, group):
-        for name in ("lr", "eps", "weight_decay"):
-            check_non_negative(name, group[name])
+        super().check_hyperparameters(group)
         if not 0.0 <= group["rho"] <= 1.0:
             raise ValueError(f"rho: expected a number in [0, 1], got {group['rho']!r}")
 

@@ -14,17 +14,15 @@ Read next: ``optim/adadelta.py``.
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, check_non_negative
+from .optimizer import Optimizer
 
 
 class Adagrad(Optimizer):
+    NON_NEGATIVE = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0, eps=1e-10):
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps))
-
-    def check_hyperparameters(self, group):
-        for name in ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
-            check_non_negative(name, group[name])
 
     def state_keys(self, group):
         return ("step", "sum")

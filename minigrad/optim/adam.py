@@ -22,10 +22,12 @@ import math
 import numbers
 
 from .. import backend
-from .optimizer import Optimizer, check_non_negative
+from .optimizer import Optimizer
 
 
 class Adam(Optimizer):
+    NON_NEGATIVE = ("lr", "eps", "weight_decay")
+
     decoupled_weight_decay = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0, amsgrad=False):
@@ -33,8 +35,7 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad))
 
     def check_hyperparameters(self, group):
-        for name in ("lr", "eps", "weight_decay"):
-            check_non_negative(name, group[name])
+        super().check_hyperparameters(group)
         betas = group["betas"]
         if not isinstance(betas, (tuple, list)) or len(betas) != 2 or \
                 not all(isinstance(b, numbers.Real) and 0.0 <= b < 1.0 for b in betas):

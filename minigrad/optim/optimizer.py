@@ -57,9 +57,12 @@ class Optimizer:
         self.check_hyperparameters(full_group)
         self.param_groups.append(full_group)
 
+    NON_NEGATIVE = ("lr",)  # hyper-parameters that must be >= 0; each optimizer names its own
+
     def check_hyperparameters(self, group):
         """Raise ValueError naming the argument when a value is out of range (subclasses extend)."""
-        check_non_negative("lr", group["lr"])
+        for name in self.NON_NEGATIVE:
+            check_non_negative(name, group[name])
 
     # ------------------------------------------------------------------ the update
     def zero_grad(self, set_to_none=True):

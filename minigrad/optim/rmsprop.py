@@ -16,17 +16,15 @@ Read next: ``optim/adagrad.py``.
 from __future__ import annotations
 
 from .. import backend
-from .optimizer import Optimizer, check_non_negative
+from .optimizer import Optimizer
 
 
 class RMSprop(Optimizer):
+    NON_NEGATIVE = ("lr", "alpha", "eps", "weight_decay", "momentum")
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0, centered=False):
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                                       momentum=momentum, centered=centered))
-
-    def check_hyperparameters(self, group):
-        for name in ("lr", "alpha", "eps", "weight_decay", "momentum"):
-            check_non_negative(name, group[name])
 
     def state_keys(self, group):
         return (("step", "square_avg") + (("momentum_buffer",) if group["momentum"] > 0 else ())

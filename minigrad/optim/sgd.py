@@ -12,17 +12,18 @@ Read next: ``optim/adam.py``.
 """
 from __future__ import annotations
 
-from .optimizer import Optimizer, check_non_negative
+from .optimizer import Optimizer
 
 
 class SGD(Optimizer):
+    NON_NEGATIVE = ("lr", "momentum", "dampening", "weight_decay")
+
     def __init__(self, params, lr, momentum=0, dampening=0, weight_decay=0, nesterov=False):
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
                                       weight_decay=weight_decay, nesterov=nesterov))
 
     def check_hyperparameters(self, group):
-        for name in ("lr", "momentum", "dampening", "weight_decay"):
-            check_non_negative(name, group[name])
+        super().check_hyperparameters(group)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"nesterov: needs momentum > 0 and dampening = 0, got momentum="
                              f"{group['momentum']!r} and dampening={group['dampening']!r}")
