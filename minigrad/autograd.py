@@ -283,10 +283,18 @@ def share_version_with_viewed_input(out, inputs):
 
 
 def memory_owner(array):
-    """The array that owns ``array``'s memory (itself unless it is a view; NumPy and CuPy alike)."""
-    while getattr(array, "base", None) is not None:
-        array = array.base
-    return array
+    """The array that owns the memory ``array`` looks at (``array`` itself when it owns it).
+
+    Views (slices, transposes, reshapes) point to their owner through ``.base``; NumPy's
+    strided views have a non-array helper in between, so the chain is followed to its end.
+    Used for version counters here and by ``memory/measure.py`` to count each block once.
+    """
+    owner, link = array, array
+    while getattr(link, "base", None) is not None:
+        link = link.base
+        if hasattr(link, "nbytes") and hasattr(link, "shape"):
+            owner = link
+    return owner
 
 
 class AccumulateGrad:

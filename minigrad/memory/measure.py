@@ -13,7 +13,7 @@ import contextlib
 import tracemalloc
 
 from .. import backend, random
-from ..autograd import Function, topological_order
+from ..autograd import Function, memory_owner, topological_order
 from ..tensor import Tensor
 
 
@@ -49,20 +49,6 @@ def graph_nodes(root):
     nodes = topological_order(root._fn if root._fn is not None else root)
     return ([node for node in nodes if isinstance(node, Function)],
             [node for node in nodes if isinstance(node, Tensor)])
-
-
-def memory_owner(array):
-    """The array that owns the memory ``array`` looks at (``array`` itself when it owns it).
-
-    Views (slices, transposes, reshapes) point to their owner through ``.base``; NumPy's
-    strided views have a non-array helper in between, so the chain is followed to its end.
-    """
-    owner, link = array, array
-    while getattr(link, "base", None) is not None:
-        link = link.base
-        if hasattr(link, "nbytes") and hasattr(link, "shape"):
-            owner = link
-    return owner
 
 
 def unique_bytes(arrays, already_counted):
