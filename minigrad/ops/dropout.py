@@ -27,6 +27,17 @@ class Dropout(Function):
         return grad * mask
 
 
+def dropout(x, p=0.5, training=True):
+    """Zero each value with probability ``p`` while ``training``, scale the rest by 1/(1-p)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return x * 0.0
+    return Dropout.apply(x, mask=dropout_mask(x.shape, p, x.dtype, x.device))
+
+
 def dropout_mask(shape, p, dtype, device):
     """Keep-mask scaled by 1/(1-p), drawn on the host (so CPU and GPU runs share masks)."""
     sample_keys = random.next_sample_keys()
@@ -64,13 +75,3 @@ def per_sample_uniforms(shape, seed, call_index, first_sample):
     stream_steps = np.arange(1, row_size + 1, dtype=np.uint64) * GOLDEN_GAMMA               # (R,)
     bits = mix64(row_seeds[:, None] + stream_steps[None, :])                                # (N, R)
     return ((bits >> np.uint64(11)).astype(np.float64) * 2.0**-53).reshape(shape)  # top 53 bits
-
-
-def dropout(x, p=0.5, training=True):
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p}")
-    if not training or p == 0.0:
-        return x
-    if p == 1.0:
-        return x * 0.0
-    return Dropout.apply(x, mask=dropout_mask(x.shape, p, x.dtype, x.device))
