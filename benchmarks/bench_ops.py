@@ -67,7 +67,7 @@ def minigrad_inputs(shapes, grad_positions, from_conv_or_pool, device):
     """Inside the network a conv/pool/relu receives the batch-last view its predecessor made."""
     import minigrad as mg
     from minigrad.backend import to_device
-    from minigrad.ops.conv import batch_first, batch_last
+    from minigrad.ops.layout import batch_first, batch_last
     arrays = [to_device(array, mg.backend.parse_device(device)) for array in random_arrays(shapes)]
     if from_conv_or_pool:
         arrays[0] = batch_first(batch_last(arrays[0]))

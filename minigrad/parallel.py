@@ -4,8 +4,9 @@ NumPy releases the GIL inside its copies, ufunc loops and BLAS calls on large ar
 Python threads running NumPy code run truly in parallel. A kernel that is big enough
 (``PARALLEL_MIN_ELEMENTS``) is split once into disjoint parts whose writes never overlap
 (ops/conv.py splits its blocks of rows); each part runs on its own thread, with BLAS held to one thread
-inside so that the two levels of threads do not fight over the cores. Below the threshold
-everything stays on the calling thread: a thread hand-off costs 40-60 us, more than small
+inside so that the two levels of threads do not fight over the cores (BLAS stays at one thread
+inside these kernels below the threshold too). Below the threshold everything stays on the
+calling thread: a thread hand-off costs 40-60 us, more than small
 batches gain. Memory-bound passes (ReLU, pooling, layout transposes) are not split: both
 cores share one memory bus, so they gain little.
 
@@ -52,6 +53,16 @@ def _pool():
     return _workers
 
 
+def _forget_pool_in_child():
+    """A forked child has none of its parent's threads: it makes its own pool when it needs one."""
+    global _workers, _lock
+    _workers, _lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def _blas_libraries():
     global _blas
     with _lock:
@@ -66,16 +77,20 @@ def run_split(work, count, size, xp):
     when the kernel touches at least ``PARALLEL_MIN_ELEMENTS`` values (``size``) on the CPU.
 
     The parts must write disjoint memory. The calling thread runs the first part itself.
-    Above the threshold BLAS is held to one thread whether or not the parts run in parallel,
-    so a product is computed the same way, to the bit, with any ``num_threads``.
+    BLAS is held to one thread inside, threads or not: these kernels make many small products,
+    on which BLAS's own threads only spin (and on a busy machine spin for a long time); and a
+    product is then computed the same way, to the bit, with any ``num_threads``.
     """
-    if size < PARALLEL_MIN_ELEMENTS or xp is not backend.np:  # the GPU has its own threads
+    if xp is not backend.np:  # the GPU has its own threads
         work(range(count))
         return
-    num_parts = max(1, min(count, num_threads))
-    bounds = [count * p // num_parts for p in range(num_parts + 1)]
-    parts = [range(bounds[p], bounds[p + 1]) for p in range(num_parts)]
     with _blas_libraries().limit(limits=1):  # scoped: the user's own NumPy calls keep their BLAS threads
+        num_parts = min(count, num_threads) if size >= PARALLEL_MIN_ELEMENTS else 1
+        if num_parts < 2:
+            work(range(count))
+            return
+        bounds = [count * p // num_parts for p in range(num_parts + 1)]
+        parts = [range(bounds[p], bounds[p + 1]) for p in range(num_parts)]
         futures = [_pool().submit(work, part) for part in parts[1:]]
         work(parts[0])
         for future in futures:

@@ -180,13 +180,16 @@ def blas_threads():
     return [library["num_threads"] for library in threadpool_info() if library["user_api"] == "blas"]
 
 
-def test_blas_is_held_to_one_thread_only_inside_minigrad_threads(two_threads_always):
+@pytest.mark.parametrize("threads, threshold", [(2, 0), (2, 10**9), (1, 0)], ids=["split", "small", "one-thread"])
+def test_blas_is_held_to_one_thread_only_inside_minigrad_kernels(monkeypatch, threads, threshold):
     from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(parallel, "num_threads", threads)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ELEMENTS", threshold)
     seen = []
     with threadpool_limits(limits=2, user_api="blas"):
         parallel.run_split(lambda part: seen.append(blas_threads()), 2, size=1, xp=np)
         after = blas_threads()
-    assert seen == [[1] * len(after)] * 2
+    assert seen and all(inside == [1] * len(after) for inside in seen)
     assert after == [2] * len(after), "the user's BLAS setting is back after the kernel"
 
 
@@ -202,6 +205,28 @@ def test_arrays_of_another_backend_stay_on_the_calling_thread(two_threads_always
     parts = []
     parallel.run_split(parts.append, 5, size=10**9, xp=object())  # a stand-in for cupy
     assert parts == [range(5)] and not thread_splits
+
+
+def split_in_a_forked_child(results):
+    parts = []
+    parallel.run_split(parts.append, 4, size=1, xp=np)
+    results.put(sorted(part.start for part in parts))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_makes_its_own_threads(two_threads_always):
+    """The parent's worker threads do not exist in a forked child: it must not wait for them."""
+    import multiprocessing
+    parallel.run_split(lambda part: None, 2, size=1, xp=np)  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=split_in_a_forked_child, args=(results,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung waiting for its parent's threads")
+    assert child.exitcode == 0 and results.get(timeout=5) == [0, 2]
 
 
 @pytest.mark.parametrize("value, expected", [("1", 1), ("3", 3), (" 2 ", 2)])
