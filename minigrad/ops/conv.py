@@ -15,9 +15,10 @@ The fast evaluation (layout helpers in ops/layout.py):
   (C*KW, OW*N) values; the columns of output row i are then the KH gathered rows i*s ... i*s+KH-1,
   one evenly strided band, and one ``matmul`` over a strided view of the overlapping bands
   multiplies a whole block of output rows. Blocks are sized to stay in cache.
-- Input gradient by the same trick: dx row h = sum_m W_flipped[m] @ dout row (h + m) of the
-  output gradient placed after KH-1 zero rows, one band product per input row, then the
-  adjoint of the width gather (KW strided adds).
+- Input gradient by the same trick: the rows of dout that input row h fed form one band of
+  dout (with zero rows between them when the stride is > 1), so dx row h is one product,
+  W_flipped @ band, cut to the rows that exist at the borders; then the adjoint of the width
+  gather (KW strided adds). Threads split the input rows, so their writes never meet.
 - Two threads (minigrad/parallel.py): blocks of rows are split between the cores, the writes
   of the parts never overlap, and the weight gradient sums per-block partials in block order,
   so results do not depend on the thread count.
