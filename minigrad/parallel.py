@@ -3,12 +3,11 @@
 NumPy releases the GIL inside its copies, ufunc loops and BLAS calls on large arrays, so
 Python threads running NumPy code run truly in parallel. A kernel that is big enough
 (``PARALLEL_MIN_ELEMENTS``) is split once into disjoint parts whose writes never overlap
-(ops/conv.py splits its blocks of rows); each part runs on its own thread, with BLAS held to one thread
-inside so that the two levels of threads do not fight over the cores (BLAS stays at one thread
-inside these kernels below the threshold too). Below the threshold everything stays on the
-calling thread: a thread hand-off costs 40-60 us, more than small
-batches gain. Memory-bound passes (ReLU, pooling, layout transposes) are not split: both
-cores share one memory bus, so they gain little.
+(ops/conv.py splits its blocks of rows, ops/pool.py its channels, ops/layout.py the images it
+transposes); each part runs on its own thread. Below the threshold everything stays on the
+calling thread: a thread hand-off costs 40-60 us, more than small batches gain. BLAS is held
+to one thread inside these kernels either way, so that two levels of threads never fight over
+the cores. Pooling and transposes are memory-bound: they gain less than the products.
 
 ``MINIGRAD_NUM_THREADS`` sets the number of threads (default: the cores this process may use;
 1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
