@@ -87,6 +87,27 @@ def test_data_parallel_gradient_equals_full_batch_gradient(gradient_run):
                                            err_msg=f"parameter {index}, {where}")
 
 
+FAKE_CUPY = os.path.join(REPO_ROOT, "tests", "fake_cupy.py")  # CI's strict CuPy stand-in (issue 10)
+
+
+@pytest.mark.skipif(not os.path.exists(FAKE_CUPY) and not mg.cuda.is_available(),
+                    reason="needs a GPU or the test suite's CuPy stand-in (tests/fake_cupy.py)")
+def test_data_parallel_gradient_on_cuda_is_staged_through_the_host(tmp_path):
+    """On device 'cuda' (a GPU; without one, the test suite's strict CuPy stand-in, which refuses
+    every implicit host conversion) the flat buffer is copied to the host for the Allreduce and
+    back, explicitly: 2 ranks, every third case, the same gradients as the CPU reference."""
+    result = mpiexec(2, WORKER, "gradients", str(tmp_path), "cuda", MINIGRAD_FAKE_CUDA="1",
+                     PYTHONPATH=os.pathsep.join([REPO_ROOT, os.path.join(REPO_ROOT, "tests")]))
+    check_ok(result)
+    ranks = [dict(np.load(tmp_path / f"rank{rank}.npz")) for rank in range(2)]
+    for case in gradient_cases()[::3]:
+        _, expected_grads = full_batch_reference(case)
+        for rank, results in enumerate(ranks):
+            for index, expected in enumerate(expected_grads):
+                np.testing.assert_allclose(results[f"{case['name']}/grad{index}"], expected, rtol=RTOL, atol=ATOL,
+                                           err_msg=f"parameter {index}, {case} on rank {rank} (cuda)")
+
+
 def test_cases_cover_unequal_and_empty_shards(gradient_run):
     """The case list really exercises shards the world size does not divide, and empty ones."""
     world_size, ranks, _ = gradient_run
