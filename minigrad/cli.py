@@ -39,8 +39,13 @@ RESUME_OVERRIDES = ("epochs", "out", "device", "no_progress", "data_dir", "downl
 # Options that may differ between the ranks of one data-parallel run (each its GPU, its disk).
 PER_RANK_OPTIONS = ("device", "data_dir")
 CONFIG_KEYS = ("dataset", "data_dir", "normalize", "model", "epochs", "batch_size", "micro_batch_size", "optimizer",
-               "lr", "momentum", "weight_decay", "device", "dtype", "seed", "limit_train", "limit_test")
+               "lr", "momentum", "weight_decay", "lr_schedule", "lr_step_size", "lr_gamma", "device", "dtype", "seed",
+               "limit_train", "limit_test")
 SNAPSHOT_KEYS = ("epoch", "config", "model", "optimizer", "loader", "rng", "history")  # Run.snapshot()
+# What a checkpoint written before --lr-schedule existed ran with (it has no "scheduler" entry either).
+CONFIG_DEFAULTS = {"lr_schedule": "constant", "lr_step_size": 10, "lr_gamma": 0.1}
+# Schedules laid out over the whole run: a resumed run cannot stretch them to other --epochs.
+SCHEDULES_FIXED_TO_EPOCHS = ("cosine", "onecycle")
 
 
 # ----------------------------------------------------------------------------- options
@@ -95,6 +100,12 @@ def add_train_options(parser):
     model.add_argument("--weight-decay", type=float, default=None,
                        help="L2 (sgd, adam) or decoupled (adamw) weight decay; default: the optimizer's "
                             "(0, or 0.01 for adamw)")
+    model.add_argument("--lr-schedule", choices=("constant",) + tuple(LR_SCHEDULES), default="constant",
+                       help="learning-rate schedule (optim.lr_scheduler): step = StepLR (x lr-gamma every "
+                            "lr-step-size epochs), exponential = ExponentialLR (x lr-gamma each epoch), cosine = "
+                            "CosineAnnealingLR over the epochs, onecycle = OneCycleLR up to --lr and down, per batch")
+    model.add_argument("--lr-step-size", type=int, default=10, help="epochs between lr drops (step only)")
+    model.add_argument("--lr-gamma", type=float, default=0.1, help="lr factor (step and exponential only)")
     run = parser.add_argument_group("run")
     run.add_argument("--device", default="cpu",
                      help="cpu, cuda or cuda:N (under mpiexec, cuda gives each rank on a machine its own GPU)")
@@ -131,6 +142,10 @@ def validate(parser, args):
         parser.error(f"argument --momentum: expected a number in [0, 1), got {args.momentum}")
     if args.weight_decay is not None and not args.weight_decay >= 0:
         parser.error(f"argument --weight-decay: expected a number >= 0, got {args.weight_decay}")
+    if args.lr_step_size <= 0:
+        parser.error(f"argument --lr-step-size: expected a positive int, got {args.lr_step_size}")
+    if not 0 < args.lr_gamma <= 1:
+        parser.error(f"argument --lr-gamma: expected a number in (0, 1], got {args.lr_gamma}")
     if args.seed < 0:
         parser.error(f"argument --seed: expected a non-negative int, got {args.seed}")
     try:
@@ -146,8 +161,13 @@ def resumed_config(parser, args, explicit):
         state = checkpoint.load(path)
     except (OSError, ValueError) as error:
         parser.error(f"argument --resume: {error}")
+    if isinstance(state, dict) and isinstance(state.get("config"), dict):
+        state["config"] = {**CONFIG_DEFAULTS, **state["config"]}
     check_snapshot(parser, state, path)
     config = dict(state["config"])
+    if "epochs" in explicit and config["lr_schedule"] in SCHEDULES_FIXED_TO_EPOCHS and args.epochs != config["epochs"]:
+        parser.error(f"argument --epochs: the {config['lr_schedule']} schedule was laid out over "
+                     f"{config['epochs']} epochs; a resumed run must keep them (or start a new run)")
     for name, value in explicit.items():
         if name in RESUME_OVERRIDES or name not in config:
             continue
@@ -182,6 +202,31 @@ def make_optimizer(config, parameters):
     return optimizer_class(parameters, lr=config["lr"], **extra)
 
 
+# --lr-schedule name -> the scheduler built for a run, and whether it steps per batch (else per epoch)
+LR_SCHEDULES = {
+    "step": (lambda config, optimizer, steps: optim.lr_scheduler.StepLR(
+        optimizer, step_size=config["lr_step_size"], gamma=config["lr_gamma"]), False),
+    "exponential": (lambda config, optimizer, steps: optim.lr_scheduler.ExponentialLR(
+        optimizer, gamma=config["lr_gamma"]), False),
+    "cosine": (lambda config, optimizer, steps: optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=config["epochs"]), False),
+    "onecycle": (lambda config, optimizer, steps: optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config["lr"], epochs=config["epochs"], steps_per_epoch=steps), True),
+}
+
+
+SCHEDULE_OPTIONS = {"constant": (), "step": ("lr_step_size", "lr_gamma"), "exponential": ("lr_gamma",),
+                    "cosine": (), "onecycle": ()}
+
+
+def make_scheduler(config, optimizer, steps_per_epoch):
+    """The run's lr scheduler (None for a constant lr) and whether it steps once per batch."""
+    if config["lr_schedule"] == "constant":
+        return None, False
+    build, per_batch = LR_SCHEDULES[config["lr_schedule"]]
+    return build(config, optimizer, steps_per_epoch), per_batch
+
+
 def load_data(config, download):
     split = load_dataset(config["dataset"], config["data_dir"], download=download)
     split = split.limited(config["limit_train"], config["limit_test"])
@@ -205,17 +250,27 @@ class Run:
     criterion: object
     train_loader: DataLoader
     test_loader: DataLoader
+    scheduler: object = None            # an optim.lr_scheduler, or None for a constant lr
+    schedule_per_batch: bool = False    # OneCycleLR steps after every batch, the others after every epoch
     history: list = dataclasses.field(default_factory=list)   # one record per finished epoch
 
     def snapshot(self):
         return {"epoch": len(self.history), "config": self.config, "model": self.model.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "loader": self.train_loader.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "rng": random.get_state(), "history": self.history}
 
     def restore(self, state, source):
-        """Put a snapshot back; model and optimizer are validated before anything changes."""
+        """Put a snapshot back; model and optimizer are validated before anything changes.
+        The scheduler was built first (as on the first run), then the optimizer's state and the
+        scheduler's are loaded over it, PyTorch's order: the lr and momentum are the saved ones."""
         checkpoint.load_model_state(self.model, state["model"], source)  # names and shapes checked first
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            if state.get("scheduler") is None:
+                raise ValueError(f"{source}: the checkpoint has no lr scheduler state for its "
+                                 f"{self.config['lr_schedule']} schedule")
+            self.scheduler.load_state_dict(state["scheduler"])
         self.train_loader.load_state_dict(state["loader"])
         random.set_state(state["rng"])  # dropout masks continue where they stopped
         self.history = list(state["history"])
@@ -231,8 +286,9 @@ def build_run(config, download):
     train_loader = DataLoader(TensorDataset(*train_arrays), batch_size=config["batch_size"], shuffle=True,
                               seed=config["seed"], device=config["device"])
     test_loader = DataLoader(TensorDataset(*test_arrays), batch_size=EVAL_BATCH_SIZE, device=config["device"])
-    return Run(config, split, model, make_optimizer(config, model.parameters()), nn.CrossEntropyLoss(),
-               train_loader, test_loader)
+    optimizer = make_optimizer(config, model.parameters())
+    scheduler, per_batch = make_scheduler(config, optimizer, len(train_loader))
+    return Run(config, split, model, optimizer, nn.CrossEntropyLoss(), train_loader, test_loader, scheduler, per_batch)
 
 
 def train_epoch(run, epoch, show_progress, world):
@@ -242,27 +298,39 @@ def train_epoch(run, epoch, show_progress, world):
     world.check_same_plan({name: value for name, value in run.config.items() if name not in PER_RANK_OPTIONS})
     started = time.perf_counter()
     bar = progress_bar(len(run.train_loader), f"epoch {epoch + 1}/{run.config['epochs']}", show_progress)
-    step_losses = []
+    step_losses, last_lr = [], [run.optimizer.param_groups[0]["lr"]]
+    report_step = step_reporter(bar, step_losses)
+
+    def on_step(step, loss, batch_size):
+        report_step(step, loss, batch_size)
+        last_lr[0] = run.optimizer.param_groups[0]["lr"]  # the lr this step used (for metrics.json)
+        if run.schedule_per_batch:
+            run.scheduler.step()  # after optimizer.step(), as PyTorch wants
+
     try:
         train_stats = train.train_one_epoch(run.model, run.criterion, run.optimizer, run.train_loader,
-                                            run.config["micro_batch_size"], epoch=epoch,
-                                            on_step=step_reporter(bar, step_losses), world=world)
+                                            run.config["micro_batch_size"], epoch=epoch, on_step=on_step,
+                                            world=world)
     finally:
         if bar is not None:
             bar.close()
+    if run.scheduler is not None and not run.schedule_per_batch:
+        run.scheduler.step()
     test_stats = train.evaluate(run.model, run.criterion, run.test_loader, run.split.num_classes, world=world)
     if not math.isfinite(test_stats["loss"]):  # finite weights can still overflow the logits
         raise train.diverged(epoch, f"the test loss is {test_stats['loss']}")
-    return epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started)
+    return {**epoch_record(epoch + 1, train_stats, test_stats, step_losses, time.perf_counter() - started),
+            "lr": last_lr[0]}
 
 
 def describe(run, resumed_after, world):
     config = run.config
     micro = f" in micro-batches of {config['micro_batch_size']}" if config["micro_batch_size"] else ""
     resumed = f", resumed after epoch {resumed_after}" if resumed_after else ""
+    schedule = f" ({config['lr_schedule']} schedule)" if config["lr_schedule"] != "constant" else ""
     text = (f"training {config['model']} on {run.split.name}: {len(run.train_loader.dataset)} train / "
             f"{len(run.test_loader.dataset)} test images {run.split.image_shape}, {config['optimizer']} lr "
-            f"{config['lr']}, batch {config['batch_size']}{micro}, {config['device']} {config['dtype']}{resumed}")
+            f"{config['lr']}{schedule}, batch {config['batch_size']}{micro}, {config['device']} {config['dtype']}{resumed}")
     return text + describe_ranks(config["batch_size"], world)
 
 
@@ -294,6 +362,10 @@ def train_command(parser, argv):
             say(f"nothing to do: {os.path.join(args.resume, CHECKPOINT_FILE)} has already trained "
                 f"{len(state['history'])} epochs (--epochs {config['epochs']}); pass a larger --epochs to continue")
             return 0
+    for name in ("lr_step_size", "lr_gamma"):
+        if name in explicit and name not in SCHEDULE_OPTIONS[config["lr_schedule"]]:
+            parser.error(f"argument --{name.replace('_', '-')}: the {config['lr_schedule']} lr schedule does not "
+                         f"use it (step uses --lr-step-size and --lr-gamma, exponential --lr-gamma)")
     out_dir = args.out or args.resume
     if out_dir and world.rank == 0:  # the rank that writes checks now, not after an epoch of training
         try:

@@ -33,7 +33,8 @@ def test_help_lists_every_option():
     assert result.returncode == 0, result.stderr
     for option in ("--dataset", "--data-dir", "--download", "--model", "--epochs", "--batch-size",
                    "--micro-batch-size", "--optimizer", "--lr", "--momentum", "--weight-decay", "--device",
-                   "--dtype", "--seed", "--out", "--resume", "--limit-train", "--limit-test", "--no-progress"):
+                   "--dtype", "--seed", "--out", "--resume", "--limit-train", "--limit-test", "--no-progress",
+                   "--lr-schedule", "--lr-step-size", "--lr-gamma"):
         assert option in result.stdout
     assert "fashion-mnist" in result.stdout and "cifar10" in result.stdout
     assert "(default: None)" not in result.stdout and "(default: False)" not in result.stdout
@@ -101,6 +102,7 @@ def test_missing_data_is_reported_without_a_traceback(tmp_path, capsys):
 @pytest.mark.parametrize("model, extra", [
     ("cnn", ["--micro-batch-size", "3"]),              # dropout + uneven micro-batches
     ("mlp", ["--optimizer", "sgd", "--lr", "0.05", "--dtype", "float64", "--no-normalize"]),
+    ("mlp", ["--lr", "0.01", "--lr-schedule", "step", "--lr-step-size", "1", "--lr-gamma", "0.5"]),  # per epoch
 ])
 def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, model, extra):
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -117,6 +119,75 @@ def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, model, extra):
     split_metrics = json.loads((split / "metrics.json").read_text())["epochs"]
     assert [r["step_losses"] for r in split_metrics] == [r["step_losses"] for r in straight_metrics]
     assert [r["test_loss"] for r in split_metrics] == [r["test_loss"] for r in straight_metrics]
+
+
+@pytest.mark.parametrize("schedule, options, per_batch", [
+    ("step", ["--lr-step-size", "2", "--lr-gamma", "0.5"], False),
+    ("exponential", ["--lr-gamma", "0.7"], False),
+    ("cosine", [], False),
+    ("onecycle", [], True),
+])
+def test_lr_schedule_gives_torchs_learning_rates(tmp_path, schedule, options, per_batch):
+    import torch
+
+    run("--optimizer", "sgd", "--lr", "0.1", "--epochs", "4", "--lr-schedule", schedule, *options, "--out", str(tmp_path))
+    recorded = [record["lr"] for record in json.loads((tmp_path / "metrics.json").read_text())["epochs"]]
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    steps_per_epoch = 48 // 8
+    scheduler = {
+        "step": lambda: torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5),
+        "exponential": lambda: torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.7),
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=4),
+        "onecycle": lambda: torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, epochs=4,
+                                                                steps_per_epoch=steps_per_epoch),
+    }[schedule]()
+    expected = []
+    for _ in range(4):  # the lr of each epoch's last step
+        for step in range(steps_per_epoch):
+            optimizer.step()
+            if step == steps_per_epoch - 1:
+                expected.append(optimizer.param_groups[0]["lr"])
+            if per_batch:
+                scheduler.step()
+        if not per_batch:
+            scheduler.step()
+    assert recorded == expected
+    assert len(set(recorded)) > 1
+
+
+@pytest.mark.parametrize("schedule", [["--optimizer", "sgd", "--lr-schedule", "onecycle"],  # lr and momentum per batch
+                                      ["--lr-schedule", "cosine"], ["--lr-schedule", "exponential"]])
+def test_an_interrupted_scheduled_run_resumes_exactly(tmp_path, monkeypatch, schedule):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run("--lr", "0.05", *schedule, "--epochs", "3", "--out", str(straight))
+    real_train_epoch, calls = cli.train_epoch, []
+
+    def killed_in_epoch_two(*args, **kwargs):  # the process dies during the second epoch
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_train_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "train_epoch", killed_in_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        run("--lr", "0.05", *schedule, "--epochs", "3", "--out", str(split))
+    monkeypatch.setattr(cli, "train_epoch", real_train_epoch)
+    assert cli.main(["train", "--no-progress", "--resume", str(split)]) == 0
+    expected, actual = params_of(straight), params_of(split)
+    for name in expected:
+        assert np.array_equal(actual[name], expected[name]), name
+    straight_metrics = json.loads((straight / "metrics.json").read_text())["epochs"]
+    split_metrics = json.loads((split / "metrics.json").read_text())["epochs"]
+    assert [r["lr"] for r in split_metrics] == [r["lr"] for r in straight_metrics]
+    assert len({r["lr"] for r in straight_metrics}) == 3  # the schedule moved the lr
+    assert [r["step_losses"] for r in split_metrics] == [r["step_losses"] for r in straight_metrics]
+
+
+def test_a_schedule_laid_out_over_the_epochs_cannot_be_stretched_on_resume(tmp_path, capsys):
+    run("--epochs", "1", "--lr-schedule", "cosine", "--out", str(tmp_path))
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--resume", str(tmp_path), "--epochs", "2"])
+    assert "argument --epochs: the cosine schedule was laid out over 1 epochs" in capsys.readouterr().err
 
 
 def test_resume_rejects_a_changed_training_setting(tmp_path, capsys):
