@@ -45,3 +45,4 @@ __version__ = "0.1.0"
 
 # As in PyTorch, ``import minigrad as torch`` reaches torch.nn, torch.optim and torch.utils.data.
 from . import data, nn, optim, utils  # noqa: E402,F401
+from .serialization import load, save  # noqa: E402,F401

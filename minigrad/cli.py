@@ -330,7 +330,8 @@ def describe(run, resumed_after, world):
     schedule = f" ({config['lr_schedule']} schedule)" if config["lr_schedule"] != "constant" else ""
     text = (f"training {config['model']} on {run.split.name}: {len(run.train_loader.dataset)} train / "
             f"{len(run.test_loader.dataset)} test images {run.split.image_shape}, {config['optimizer']} lr "
-            f"{config['lr']}{schedule}, batch {config['batch_size']}{micro}, {config['device']} {config['dtype']}{resumed}")
+            f"{config['lr']}{schedule}, batch {config['batch_size']}{micro}, {config['device']} {config['dtype']}"
+            f"{resumed}")
     return text + describe_ranks(config["batch_size"], world)
 
 

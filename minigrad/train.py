@@ -58,7 +58,7 @@ def loss_normalizer(criterion, targets):
         return 1.0
     if isinstance(criterion, CLASS_TARGET_LOSSES):  # counted targets (class weights summed)
         return F.cross_entropy_normalizer(targets, criterion.weight, criterion.ignore_index)
-    return float(targets.numel())  # MSELoss, BCEWithLogitsLoss: the mean runs over every element
+    return float(targets.numel())  # MSELoss, BCELoss, BCEWithLogitsLoss: the mean runs over every element
 
 
 def summed_loss(criterion, outputs, targets):
@@ -68,18 +68,20 @@ def summed_loss(criterion, outputs, targets):
                                criterion.label_smoothing)
     if isinstance(criterion, nn.NLLLoss):
         return F.nll_loss(outputs, targets, criterion.weight, criterion.ignore_index, "sum")
-    if isinstance(criterion, nn.BCEWithLogitsLoss):
+    if isinstance(criterion, (nn.BCELoss, nn.BCEWithLogitsLoss)):
         weight = criterion.weight
         if weight is not None and weight.ndim == outputs.ndim and weight.shape[0] != 1:
             # a per-sample weight row must travel with its micro-batch: accumulate cannot slice it
             raise ValueError(f"criterion.weight: accumulate needs a weight that broadcasts over the batch "
                              f"axis (shape (1, ...) or fewer axes), got shape {weight.shape}")
+        if isinstance(criterion, nn.BCELoss):
+            return F.binary_cross_entropy(outputs, targets, weight, "sum")
         return F.binary_cross_entropy_with_logits(outputs, targets, weight, "sum", criterion.pos_weight)
     return F.mse_loss(outputs, targets, "sum")
 
 
 CLASS_TARGET_LOSSES = (nn.CrossEntropyLoss, nn.NLLLoss)
-SUPPORTED_LOSSES = CLASS_TARGET_LOSSES + (nn.MSELoss, nn.BCEWithLogitsLoss)
+SUPPORTED_LOSSES = CLASS_TARGET_LOSSES + (nn.MSELoss, nn.BCELoss, nn.BCEWithLogitsLoss)
 
 
 def check_supported(criterion):

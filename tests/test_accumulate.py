@@ -44,17 +44,20 @@ def class_weights(draw):
 @st.composite
 def loss_setups(draw):
     """A criterion and the kind of targets it takes: CE or NLL with drawn ignore_index / class
-    weights / label smoothing (CE) / reduction, MSE, or BCE with logits with drawn weight and
-    pos_weight."""
-    kind = draw(st.sampled_from(["ce", "ce", "nll", "mse", "bce"]))
+    weights / label smoothing (CE) / reduction, MSE, BCE with a drawn weight, or BCE with logits
+    with drawn weight and pos_weight."""
+    kind = draw(st.sampled_from(["ce", "ce", "nll", "mse", "bce", "bce logits"]))
     reduction = draw(st.sampled_from(["mean", "mean", "sum"]))
     if kind == "mse":
         return nn.MSELoss(reduction=reduction), False
     if kind == "bce":
+        return nn.BCELoss(weight=class_weights(draw), reduction=reduction), False
+    if kind == "bce logits":
         return nn.BCEWithLogitsLoss(weight=class_weights(draw), reduction=reduction,
                                     pos_weight=class_weights(draw)), False
     if kind == "nll":
-        return nn.NLLLoss(weight=class_weights(draw), ignore_index=IGNORE_INDEX, reduction=reduction), draw(st.booleans())
+        criterion = nn.NLLLoss(weight=class_weights(draw), ignore_index=IGNORE_INDEX, reduction=reduction)
+        return criterion, draw(st.booleans())
     criterion = nn.CrossEntropyLoss(weight=class_weights(draw), ignore_index=IGNORE_INDEX, reduction=reduction,
                                     label_smoothing=draw(st.sampled_from([0.0, 0.0, 0.25])))
     return criterion, draw(st.booleans())  # second: whether some targets are ignore_index
@@ -91,7 +94,7 @@ def make_data(kind, criterion, batch_size, with_ignored, seed, device):
     inputs = rng.normal(size=(batch_size, 4) if kind == "mlp" else (batch_size, 2, 6, 6))
     if isinstance(criterion, nn.MSELoss):
         targets = rng.normal(size=(batch_size, NUM_CLASSES))
-    elif isinstance(criterion, nn.BCEWithLogitsLoss):
+    elif isinstance(criterion, (nn.BCELoss, nn.BCEWithLogitsLoss)):
         targets = rng.random(size=(batch_size, NUM_CLASSES))  # probabilities, not only 0 and 1
     else:
         targets = rng.integers(0, NUM_CLASSES, size=batch_size)
@@ -131,6 +134,8 @@ def test_accumulated_gradient_equals_full_batch(case, device):
     model = make_model(case["model_kind"], case["dropout"], device)
     if isinstance(case["criterion"], nn.NLLLoss):  # NLL takes log-probabilities
         model = nn.Sequential(model, nn.LogSoftmax(dim=1))
+    if isinstance(case["criterion"], nn.BCELoss):  # BCE takes probabilities
+        model = nn.Sequential(model, nn.Sigmoid())
     inputs, targets = make_data(case["model_kind"], case["criterion"], case["batch_size"], case["with_ignored"],
                                 case["seed"], device)
     full_loss, expected = full_batch_gradients(model, case["criterion"], inputs, targets)
@@ -303,7 +308,7 @@ def test_unsupported_criteria_are_rejected():
     model = make_model("mlp", 0.0, "cpu")
     inputs, targets = make_data("mlp", nn.CrossEntropyLoss(), 5, False, 0, "cpu")
     with pytest.raises(TypeError, match="criterion: accumulate knows the normaliser of nn.CrossEntropyLoss, "
-                                        "nn.NLLLoss, nn.MSELoss, nn.BCEWithLogitsLoss, got function"):
+                                        "nn.NLLLoss, nn.MSELoss, nn.BCELoss, nn.BCEWithLogitsLoss, got function"):
         train.accumulate(model, lambda out, t: out.sum(), inputs, targets, 2)
     with pytest.raises(ValueError, match=r"criterion.reduction: expected 'mean' or 'sum' .*got 'none'"):
         train.accumulate(model, nn.CrossEntropyLoss(reduction="none"), inputs, targets, 2)

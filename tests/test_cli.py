@@ -130,7 +130,8 @@ def test_resume_reaches_the_same_parameters_bit_for_bit(tmp_path, model, extra):
 def test_lr_schedule_gives_torchs_learning_rates(tmp_path, schedule, options, per_batch):
     import torch
 
-    run("--optimizer", "sgd", "--lr", "0.1", "--epochs", "4", "--lr-schedule", schedule, *options, "--out", str(tmp_path))
+    run("--optimizer", "sgd", "--lr", "0.1", "--epochs", "4", "--lr-schedule", schedule, *options,
+        "--out", str(tmp_path))
     recorded = [record["lr"] for record in json.loads((tmp_path / "metrics.json").read_text())["epochs"]]
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
     steps_per_epoch = 48 // 8

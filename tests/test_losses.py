@@ -142,7 +142,8 @@ def test_binary_cross_entropy_with_logits_matches_torch(reduction, weight_shape,
     def call(binary_cross_entropy, make_tensor):
         def loss(x, y):
             return binary_cross_entropy(x, y, weight=None if weight is None else make_tensor(weight),
-                                        reduction=reduction, pos_weight=None if positive is None else make_tensor(positive))
+                                        reduction=reduction,
+                                        pos_weight=None if positive is None else make_tensor(positive))
         return loss
 
     check_against_torch(call(F.binary_cross_entropy_with_logits, mg.tensor),
@@ -167,3 +168,30 @@ def test_bce_with_logits_refuses_mismatched_shapes():
         F.binary_cross_entropy_with_logits(mg.zeros(2, 3), mg.zeros(2))
     with pytest.raises(ValueError, match=r"pos_weight must broadcast to the input's shape \(2, 3\), got \(4,\)"):
         F.binary_cross_entropy_with_logits(mg.zeros(2, 3), mg.zeros(2, 3), pos_weight=mg.ones(4))
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weight_shape", [None, (3,), (4, 1)])
+@settings(max_examples=5)
+@given(data=st.data())
+def test_binary_cross_entropy_matches_torch(reduction, weight_shape, data):
+    # probabilities and targets differentiated; the weight a constant (PyTorch refuses its gradient)
+    probabilities = data.draw(float64_arrays((4, 3), low=0.01, high=0.99), label="probabilities")
+    targets = data.draw(float64_arrays((4, 3), low=0.0, high=1.0), label="targets")
+    weight = None if weight_shape is None else data.draw(float64_arrays(weight_shape, low=0.1, high=3.0))
+
+    def call(binary_cross_entropy, make_tensor):
+        return lambda x, y: binary_cross_entropy(x, y, weight=None if weight is None else make_tensor(weight),
+                                                 reduction=reduction)
+
+    check_against_torch(call(F.binary_cross_entropy, mg.tensor), call(torch_F.binary_cross_entropy, torch.tensor),
+                        probabilities, targets)
+
+
+def test_binary_cross_entropy_clamps_its_logs_like_torch():
+    # x = 0 and x = 1 give PyTorch's clamped log (-100) and its bounded gradient, not inf or nan.
+    probabilities, targets = np.array([[0.0, 1.0, 0.0, 1.0, 0.5]]), np.array([[1.0, 0.0, 0.0, 1.0, 0.5]])
+    out = check_against_torch(mg.nn.BCELoss(), torch.nn.BCELoss(), probabilities, targets)
+    assert np.isfinite(out.item())
+    with pytest.raises(ValueError, match=r"expected probabilities in \[0, 1\]"):
+        F.binary_cross_entropy(mg.tensor([1.5]), mg.tensor([1.0]))

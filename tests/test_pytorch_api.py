@@ -320,7 +320,8 @@ def test_dtype_names_are_torchs():
         assert str(getattr(mg, name)) == str(getattr(torch, name)).replace("torch.", "")
     x = mg.tensor([1.7, -2.2])
     for method in ["long", "int", "float", "double", "bool"]:
-        np.testing.assert_array_equal(getattr(x, method)().numpy(), getattr(torch.tensor([1.7, -2.2]), method)().numpy())
+        theirs = getattr(torch.tensor([1.7, -2.2]), method)()
+        np.testing.assert_array_equal(getattr(x, method)().numpy(), theirs.numpy())
         assert getattr(x, method)().dtype == getattr(mg, method)
 
 
@@ -336,3 +337,46 @@ def test_device_objects_are_accepted_wherever_a_device_is():
     assert mg.zeros(2, device=mg.device("cpu")).device == "cpu"
     with pytest.raises(ValueError, match="device: expected 'cpu', 'cuda' or 'cuda:N'"):
         mg.device("tpu")
+
+
+# ----------------------------------------------------------------------------- save and load
+def test_save_and_load_a_state_dict_like_the_tutorials(tmp_path):
+    # torch.save(net.state_dict(), PATH); net.load_state_dict(torch.load(PATH)), and the same for
+    # the optimizer: training then continues exactly as if it had never stopped.
+    inputs, targets = mg.tensor(np.random.default_rng(0).normal(size=(6, 3))), mg.tensor([0, 1, 1, 0, 1, 0])
+
+    def make():
+        mg.manual_seed(0)
+        net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)).to(mg.float64)
+        return net, mg.optim.Adam(net.parameters(), lr=0.01)
+
+    def train(net, optimizer, steps):
+        for _ in range(steps):
+            optimizer.zero_grad()
+            nn.CrossEntropyLoss()(net(inputs), targets).backward()
+            optimizer.step()
+
+    straight, straight_optimizer = make()
+    train(straight, straight_optimizer, 4)
+    net, optimizer = make()
+    train(net, optimizer, 2)
+    mg.save(net.state_dict(), tmp_path / "net.pth")
+    mg.save({"optimizer": optimizer.state_dict(), "note": "two steps"}, str(tmp_path / "optimizer.pth"))
+    loaded = mg.load(tmp_path / "net.pth")
+    assert isinstance(loaded["0.weight"], mg.Tensor) and loaded["0.weight"].dtype == mg.float64
+    resumed, resumed_optimizer = make()
+    resumed.load_state_dict(loaded)
+    extra = mg.load(tmp_path / "optimizer.pth", map_location=mg.device("cpu"))
+    assert extra["note"] == "two steps"
+    resumed_optimizer.load_state_dict(extra["optimizer"])
+    train(resumed, resumed_optimizer, 2)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_load_says_it_reads_minigrad_files_not_torch_pickles(tmp_path):
+    torch.save({"w": torch.zeros(2)}, tmp_path / "torch.pth")
+    with pytest.raises(ValueError, match="minigrad.load reads files written by minigrad.save, not PyTorch's pickles"):
+        mg.load(tmp_path / "torch.pth")
+    with pytest.raises(TypeError, match="checkpoint: cannot store a value of type object"):
+        mg.save({"thing": object()}, tmp_path / "x.pth")

@@ -299,6 +299,20 @@ class NLLLoss(Module):
         return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
 
 
+class BCELoss(Module):
+    """Binary cross-entropy on probabilities (put ``Sigmoid`` before it; ``BCEWithLogitsLoss`` on
+    the logits is the stable choice)."""
+
+    def __init__(self, weight=None, reduction="mean"):
+        super().__init__()
+        F.check_reduction(reduction)
+        self.register_buffer("weight", weight)
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
 class BCEWithLogitsLoss(Module):
     """Sigmoid and binary cross-entropy in one stable op (``weight`` per element, ``pos_weight`` per class)."""
 

@@ -241,6 +241,72 @@ class BinaryCrossEntropyWithLogits(Function):
                 weight * y * softplus * scale if needs[3] else None)
 
 
+BCE_EPSILON = float(backend.np.float32(1e-12))  # 9.99999996e-13: PyTorch stores its 1e-12 as a float
+
+
+class BinaryCrossEntropy(Function):
+    """Per element, on probabilities x: loss = -w [y log x + (1 - y) log(1 - x)], each log clamped
+    at -100 as PyTorch does (so x = 0 or 1 gives a large finite loss, not inf)."""
+
+    def forward(self, x, y, weight, reduction):
+        xp = backend.xp_of(x)
+        with backend.np.errstate(divide="ignore"):  # log(0) = -inf, clamped next
+            log_x, log_1mx = xp.maximum(xp.log(x), -100), xp.maximum(xp.log1p(-x), -100)
+        unweighted = -(y * log_x + (1 - y) * log_1mx)
+        self.save_for_backward(x, y, weight, log_x, log_1mx)
+        self.reduction, self.count = reduction, unweighted.size
+        per_element = weight * unweighted
+        if reduction == "none":
+            return per_element
+        return per_element.sum() if reduction == "sum" else per_element.sum() / self.count
+
+    def backward(self, grad):
+        x, y, weight, log_x, log_1mx = self.saved
+        xp = backend.xp_of(grad)
+        count = self.count if self.reduction == "mean" else 1
+        scale = grad / count
+        # d/dx = w (x - y) / (x (1 - x)), the denominator kept >= PyTorch's EPSILON (1e-12 rounded to
+        # float32, so the huge values at x = 0 or 1 agree with PyTorch's)
+        # d/dy = w [log(1 - x) - log(x)], with the logs NOT clamped (PyTorch's: +-inf at x = 0 or 1)
+        needs = self.needs_input_grad
+        if needs[1]:
+            with backend.np.errstate(divide="ignore"):
+                logit_gap = xp.log1p(-x) - xp.log(x)
+        return (grad * (x - y) / xp.maximum((1 - x) * x, BCE_EPSILON) * weight / count if needs[0] else None,
+                weight * logit_gap * scale if needs[1] else None,
+                -(y * log_x + (1 - y) * log_1mx) * scale if needs[2] else None)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """Binary cross-entropy of probabilities ``input`` (after a sigmoid) against ``target`` in
+    [0, 1], same shapes; ``weight`` broadcasts against them. Prefer
+    ``binary_cross_entropy_with_logits`` on the logits: it is stable where the sigmoid saturates."""
+    check_is_tensor(input, "input")
+    check_is_tensor(target, "target")
+    if input.shape != target.shape:
+        raise ValueError(f"binary_cross_entropy: target shape must equal input shape {input.shape}, got {target.shape}")
+    if input.dtype.kind != "f":
+        raise TypeError(f"binary_cross_entropy: input must be floating point, got dtype {input.dtype}")
+    check_reduction(reduction)
+    values = input.array
+    if values.size and (float(values.min()) < 0 or float(values.max()) > 1):
+        raise ValueError("binary_cross_entropy: input: expected probabilities in [0, 1] (apply sigmoid first, "
+                         "or use binary_cross_entropy_with_logits on the logits)")
+    weight = loss_weight("binary_cross_entropy", "weight", weight, input)
+    check_same_device("binary_cross_entropy", (input, target, weight))
+    return BinaryCrossEntropy.apply(input, target.to(input.dtype), weight, reduction=reduction)
+
+
+def loss_weight(name, argument, value, input):
+    """An optional per-element weight as a tensor broadcasting to ``input`` (a constant 1 when None)."""
+    if value is None:
+        return Tensor._wrap(backend.xp_of(input.array).ones((), dtype=input.dtype))
+    check_is_tensor(value, argument)
+    if not broadcasts_to(value.shape, input.shape):
+        raise ValueError(f"{name}: {argument} must broadcast to the input's shape {input.shape}, got {value.shape}")
+    return value
+
+
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     """Sigmoid + binary cross-entropy in one stable op; ``target`` holds probabilities in [0, 1]
     with ``input``'s shape; ``weight`` (per element) and ``pos_weight`` (per class, the last axis)
@@ -253,17 +319,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     if input.dtype.kind != "f":
         raise TypeError(f"binary_cross_entropy_with_logits: input must be floating point, got dtype {input.dtype}")
     check_reduction(reduction)
-    ones = Tensor._wrap(backend.xp_of(input.array).ones((), dtype=input.dtype))  # "no weight": a constant 1
-    extras = []
-    for argument, value in (("weight", weight), ("pos_weight", pos_weight)):
-        if value is None:
-            extras.append(ones)
-            continue
-        check_is_tensor(value, argument)
-        if not broadcasts_to(value.shape, input.shape):
-            raise ValueError(f"binary_cross_entropy_with_logits: {argument} must broadcast to the input's shape "
-                             f"{input.shape}, got {value.shape}")
-        extras.append(value)
+    extras = [loss_weight("binary_cross_entropy_with_logits", argument, value, input)
+              for argument, value in (("weight", weight), ("pos_weight", pos_weight))]
     check_same_device("binary_cross_entropy_with_logits", (input, target, *extras))
     return BinaryCrossEntropyWithLogits.apply(input, target.to(input.dtype), *extras, reduction=reduction)
 

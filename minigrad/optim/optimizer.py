@@ -179,7 +179,10 @@ def _to_host_value(value):
 
 
 def _to_param_value(value, parameter, where):
-    """A saved array back on the parameter's device and dtype, shape checked; numbers unchanged."""
+    """A saved array (or Tensor, as ``mg.load`` gives) back on the parameter's device and dtype,
+    shape checked; numbers unchanged."""
+    if isinstance(value, Tensor):
+        value = value.array
     if not hasattr(value, "shape"):
         return value
     if tuple(value.shape) != parameter.shape:
