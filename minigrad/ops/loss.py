@@ -187,6 +187,15 @@ def reduce_per_sample(per_sample, reduction, normalizer):
     return total / normalizer
 
 
+def reduce_per_element(per_element, reduction):
+    """'none' / 'sum' / 'mean' of element-wise losses: the binary losses' mean counts elements,
+    whatever their weights (as PyTorch)."""
+    if reduction == "none":
+        return per_element
+    total = per_element.sum()
+    return total if reduction == "sum" else total / per_element.size
+
+
 def per_sample_scale(grad, reduction, normalizer):
     """How the upstream gradient reaches each sample's row: itself ('none', as a column), shared
     ('sum'), divided by the normaliser ('mean'; 0 when nothing counted, PyTorch's gradient)."""
@@ -222,10 +231,7 @@ class BinaryCrossEntropyWithLogits(Function):
         unweighted = (1 - y) * x + (1 + (pos_weight - 1) * y) * softplus
         self.save_for_backward(x, y, weight, pos_weight, softplus, unweighted)
         self.reduction, self.count = reduction, unweighted.size
-        per_element = weight * unweighted
-        if reduction == "none":
-            return per_element
-        return per_element.sum() if reduction == "sum" else per_element.sum() / self.count
+        return reduce_per_element(weight * unweighted, reduction)
 
     def backward(self, grad):
         x, y, weight, pos_weight, softplus, unweighted = self.saved
@@ -255,10 +261,7 @@ class BinaryCrossEntropy(Function):
         unweighted = -(y * log_x + (1 - y) * log_1mx)
         self.save_for_backward(x, y, weight, log_x, log_1mx)
         self.reduction, self.count = reduction, unweighted.size
-        per_element = weight * unweighted
-        if reduction == "none":
-            return per_element
-        return per_element.sum() if reduction == "sum" else per_element.sum() / self.count
+        return reduce_per_element(weight * unweighted, reduction)
 
     def backward(self, grad):
         x, y, weight, log_x, log_1mx = self.saved
