@@ -7,6 +7,8 @@ atomically and read without unpickling. So it holds what a state dict holds (ten
 numbers, strings, None, lists, tuples, dicts) and not arbitrary Python objects, which PyTorch
 pickles: minigrad raises a TypeError naming such a value instead. Files written by
 ``torch.save`` are PyTorch pickles, which minigrad does not read.
+
+Read next: ``checkpoint.py`` (the file format underneath).
 """
 from __future__ import annotations
 
