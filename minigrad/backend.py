@@ -6,7 +6,9 @@ the same op runs on both devices. Host-side code (data loading, checkpoints) use
 NumPy re-exported here as ``np``.
 
 CuPy is imported lazily, the first time a CUDA device is asked for: ``import minigrad`` works
-on a machine without it.
+on a machine without it. With ``MINIGRAD_FAKE_CUDA=1`` and no CuPy installed, the test suite's
+strict CPU stand-in (``tests/fake_cupy.py``, importable as ``fake_cupy``) takes CuPy's place,
+so the CUDA path runs in CI under CuPy's rules; the real CuPy always wins when it is present.
 
 Read next: ``cuda.py``, then ``memory/`` (where training memory goes).
 """
@@ -27,6 +29,8 @@ CUPY_INSTALL_HINT = (
 )
 
 _cupy = None  # the cupy module once imported; None until a CUDA device is first used
+FAKE_CUDA_MODULE = "fake_cupy"  # the test suite's stand-in for CuPy (tests/fake_cupy.py)
+DEVICE_ARRAY_MODULES = ("cupy", FAKE_CUDA_MODULE)
 
 
 def _import_cupy():
@@ -36,8 +40,10 @@ def _import_cupy():
         try:
             _cupy = importlib.import_module("cupy")
         except ImportError as error:
-            raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed: "
-                               f"{CUPY_INSTALL_HINT}") from error
+            if os.environ.get("MINIGRAD_FAKE_CUDA") != "1":
+                raise RuntimeError(f"device 'cuda' needs CuPy, which is not installed: "
+                                   f"{CUPY_INSTALL_HINT}") from error
+            _cupy = importlib.import_module(FAKE_CUDA_MODULE)  # needs tests/ on sys.path
     return _cupy
 
 
@@ -111,12 +117,15 @@ class device:
 
 def is_cupy_array(array) -> bool:
     # Checked by module name so that a CPU-only process never imports CuPy.
-    return type(array).__module__.split(".")[0] == "cupy"
+    return type(array).__module__.split(".")[0] in DEVICE_ARRAY_MODULES
 
 
 def xp_of(array):
-    """The array module (numpy or cupy) that owns ``array``."""
-    return _cupy if is_cupy_array(array) else numpy
+    """The array module (numpy or cupy) that owns ``array``.
+
+    Imports CuPy if minigrad has not yet: the array may come from the user's own CuPy code.
+    """
+    return _import_cupy() if is_cupy_array(array) else numpy
 
 
 def xp_for(device: str):

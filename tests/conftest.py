@@ -23,7 +23,21 @@ CUDA_SKIP_REASON = "CUDA backend not available here (CuPy not installed or no GP
 
 @pytest.fixture(params=["cpu", "cuda"])
 def device(request):
-    """Every test that takes ``device`` runs on the CPU and, where a GPU and CuPy exist, on CUDA."""
+    """Every test that takes ``device`` runs on the CPU and, where a GPU and CuPy exist, on CUDA.
+
+    CI runs the CUDA half on the strict CuPy stand-in: ``MINIGRAD_FAKE_CUDA=1 pytest -m cuda``.
+    """
     if request.param == "cuda" and not mg.cuda.is_available():
         pytest.skip(CUDA_SKIP_REASON)
     return request.param
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on device 'cuda' (a GPU, or fake_cupy with MINIGRAD_FAKE_CUDA=1)")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark the CUDA half of every ``device`` test, so ``-m cuda`` selects exactly it."""
+    for item in items:
+        if getattr(item, "callspec", None) is not None and item.callspec.params.get("device") == "cuda":
+            item.add_marker(pytest.mark.cuda)
