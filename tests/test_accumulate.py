@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import minigrad as mg
 import minigrad.nn as nn
-from minigrad import optim, random, train
+from minigrad import backend, optim, random, train
 
 RTOL, ATOL = 1e-10, 1e-13
 NUM_CLASSES = 3
@@ -283,7 +283,7 @@ def optimizer_state_arrays(optimizer, model):
     """Every state array (momentum buffer, Adam's moments), in parameter order, so two runs compare."""
     states = [optimizer.state[id(p)] for p in model.parameters()]
     assert all(states), "every parameter has optimizer state after a step"
-    return [value for state in states for key, value in sorted(state.items()) if key != "step"]
+    return [backend.to_host(value) for state in states for key, value in sorted(state.items()) if key != "step"]
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -66,7 +66,8 @@ OPS = {
     "relu": (lambda a: a.relu(), [away_from_kinks(2, 3)]),
     "abs": (lambda a: a.abs(), [away_from_kinks(2, 3)]),
     "clip": (lambda a: a.clip(-1.0, 1.0), [away_from_kinks(2, 3, kinks=(-1.0, 1.0))]),
-    "where": (lambda a, b: mg.where(mg.tensor(np.array([True, False, True])), a, b), [normal(2, 3), normal(3)]),
+    "where": (lambda a, b: mg.where(mg.tensor(np.array([True, False, True]), device=a.device), a, b),
+              [normal(2, 3), normal(3)]),
     "matmul (batched, broadcast)": (lambda a, b: a @ b, [normal(2, 1, 2, 3), normal(3, 3, 2)]),
     "matmul (vectors)": (lambda a, b: a @ b, [normal(3), normal(3)]),
     "sum": (lambda a: a.sum(axis=(0, 2)), [normal(2, 3, 2)]),
@@ -88,8 +89,9 @@ OPS = {
     "max_pool2d (overlapping)": (lambda x: F.max_pool2d(x, 2, stride=1, padding=1), [distinct(1, 2, 3, 3)]),
     "avg_pool2d": (lambda x: F.avg_pool2d(x, 3, stride=2, padding=1), [normal(1, 2, 4, 5)]),
     "dropout": (seeded_dropout, [normal(3, 4)]),
-    "cross_entropy": (lambda x, t: F.cross_entropy(x, t, weight=mg.tensor(np.array([0.5, 2.0, 1.0])), ignore_index=1,
-                                                   label_smoothing=0.2), [normal(4, 3), labels(3, 4, ignored=1)]),
+    "cross_entropy": (lambda x, t: F.cross_entropy(x, t, weight=mg.tensor(np.array([0.5, 2.0, 1.0]), device=x.device),
+                                                   ignore_index=1, label_smoothing=0.2),
+                      [normal(4, 3), labels(3, 4, ignored=1)]),
     "mse_loss": (F.mse_loss, [normal(2, 3), normal(2, 3)]),
 }
 
