@@ -349,14 +349,22 @@ def sigmoid(a):
 
 
 class ReLU(Function):
+    # Both directions write into ``empty_like`` (which keeps the input's memory layout) because
+    # CuPy, unlike NumPy, makes fresh elementwise results C-contiguous: between a conv and a pool
+    # that would turn the batch-last layout they share (ops/layout.py) into a transposing copy.
     def forward(self, a):
-        out = backend.xp_of(a).maximum(a, 0)
+        xp = backend.xp_of(a)
+        out = xp.maximum(a, 0, out=xp.empty_like(a))
         self.save_for_backward(out)
         return out
 
     def backward(self, grad):  # d(max(a,0))/da = 0 where a <= 0, else 1 (so 1 at NaN, as PyTorch)
         (out,) = self.saved
-        return backend.xp_of(grad).where(out <= 0, grad.dtype.type(0), grad)
+        xp = backend.xp_of(grad)
+        grad_in = xp.empty_like(out, dtype=grad.dtype)
+        xp.copyto(grad_in, grad)
+        xp.copyto(grad_in, grad.dtype.type(0), where=out <= 0)  # exactly 0 there, even where grad is inf
+        return grad_in
 
 
 def relu(a):
