@@ -17,6 +17,11 @@ while the batch's mean is over 3. So the normaliser (counted targets in the *who
 ignore_index excluded, class weights summed) is fixed first, and every micro-batch adds
 ``sum of its losses / normaliser`` into ``.grad``. The gradients then add up to the batch's.
 
+On a GPU every value read back to the host makes the CPU wait for the device, so a training
+step reads two numbers' worth: the batch's target summary (normaliser and label range, one
+copy, before anything changes) and its loss (once per batch, summed on the device over the
+micro-batches). Accuracy is counted on the device and read once per epoch.
+
 Read next: ``ops/dropout.py`` and ``random.py`` (masks that do not depend on the split), then
 ``models.py``.
 """
@@ -51,23 +56,34 @@ def check_finite_parameters(model, epoch):
 
 
 # ----------------------------------------------------------------------------- one batch
+def summarize_batch(criterion, targets):
+    """``(normaliser, target summary)`` of the WHOLE batch: the number a criterion's 'mean' divides
+    the summed loss by, and for class targets the summary that checks every label's range
+    (``F.summarize_targets``: one read from the device; None for the other losses)."""
+    check_supported(criterion)
+    summary = None
+    if isinstance(criterion, CLASS_TARGET_LOSSES):  # counted targets (class weights summed)
+        summary = F.summarize_targets(targets, criterion.weight, criterion.ignore_index)
+    if criterion.reduction == "sum":
+        return 1.0, summary
+    if summary is not None:
+        return summary.normalizer, summary
+    return float(targets.numel()), summary  # MSELoss, BCELoss, BCEWithLogitsLoss: the mean runs over every element
+
+
 def loss_normalizer(criterion, targets):
     """The number a criterion's 'mean' divides the summed loss by, for the WHOLE batch."""
-    check_supported(criterion)
-    if criterion.reduction == "sum":
-        return 1.0
-    if isinstance(criterion, CLASS_TARGET_LOSSES):  # counted targets (class weights summed)
-        return F.cross_entropy_normalizer(targets, criterion.weight, criterion.ignore_index)
-    return float(targets.numel())  # MSELoss, BCELoss, BCEWithLogitsLoss: the mean runs over every element
+    return summarize_batch(criterion, targets)[0]
 
 
-def summed_loss(criterion, outputs, targets):
-    """The criterion's loss with reduction="sum": micro-batch sums add up to the batch's sum."""
+def summed_loss(criterion, outputs, targets, summary=None):
+    """The criterion's loss with reduction="sum": micro-batch sums add up to the batch's sum.
+    ``summary``: the batch's target summary if already read (it checks these targets' range)."""
     if isinstance(criterion, nn.CrossEntropyLoss):
         return F.cross_entropy(outputs, targets, criterion.weight, criterion.ignore_index, "sum",
-                               criterion.label_smoothing)
+                               criterion.label_smoothing, summary=summary)
     if isinstance(criterion, nn.NLLLoss):
-        return F.nll_loss(outputs, targets, criterion.weight, criterion.ignore_index, "sum")
+        return F.nll_loss(outputs, targets, criterion.weight, criterion.ignore_index, "sum", summary=summary)
     if isinstance(criterion, (nn.BCELoss, nn.BCEWithLogitsLoss)):
         weight = criterion.weight
         if weight is not None and weight.ndim == outputs.ndim and weight.shape[0] != 1:
@@ -144,21 +160,24 @@ def accumulate(model, criterion, inputs, targets, micro_batch_size=None, on_micr
     inputs, targets, first_sample = local_shard(world, inputs, targets, micro_batch_size)
     parts = micro_batch_slices(inputs.shape[0], micro_batch_size)
     # Fixed for the whole (global) batch before any micro-batch; across ranks: collective 1.
-    normalizer = batch_normalizer(criterion, targets, world)
+    local_normalizer, summary = summarize_batch(criterion, targets)
+    normalizer = batch_normalizer(criterion, local_normalizer, world)
     parameters = [p for p in model.parameters() if p.requires_grad]
     earlier = set_aside_gradients(parameters) if world.is_distributed else None
-    total_loss = 0.0
+    total_loss = None  # summed on the device, read once: each read would be a host synchronisation
     with random.per_sample_masks():  # dropout masks keyed by global sample index, not by split
         for part in parts:
             with random.sample_offset(first_sample + part.start):
                 outputs = model(inputs[part])
             # Sum over this micro-batch / the WHOLE batch's normaliser; NOT its mean / len(parts)
             # (that weighs samples unequally, see the module docstring).
-            loss = share_of_batch_loss(summed_loss(criterion, outputs, targets[part]), normalizer)
+            loss = share_of_batch_loss(summed_loss(criterion, outputs, targets[part], summary), normalizer)
             loss.backward()  # adds this micro-batch's share into .grad
-            total_loss += loss.item()
+            share = loss.detach().to(backend.float64)  # float64, as the host sum of floats it replaces
+            total_loss = share if total_loss is None else total_loss + share
             if on_micro_batch is not None:
                 on_micro_batch(outputs.detach(), targets[part])
+    total_loss = 0.0 if total_loss is None else total_loss.item()  # an empty shard has no micro-batch
     if world.is_distributed:  # collective 2: every rank's shares add up to the batch's gradient and loss
         (total_loss,) = world.sum_gradients(parameters, [total_loss])
         add_back_gradients(parameters, earlier)
@@ -177,10 +196,9 @@ def local_shard(world, inputs, targets, micro_batch_size):
     return inputs[mine], targets[mine], mine.start
 
 
-def batch_normalizer(criterion, targets, world):
-    """``loss_normalizer`` of the whole global batch: each rank counts its own targets and one
-    Allreduce(SUM) adds the counts (a 'sum' loss has no normaliser to add up)."""
-    local = loss_normalizer(criterion, targets)
+def batch_normalizer(criterion, local, world):
+    """The normaliser of the whole global batch from this rank's ``local`` one: each rank counts
+    its own targets and one Allreduce(SUM) adds the counts (a 'sum' loss has none to add up)."""
     return world.sum_normalizer(local) if criterion.reduction == "mean" else local
 
 
@@ -282,17 +300,20 @@ def evaluate(model, criterion, loader, num_classes=None, world=None):
     was_training = model.training
     model.eval()
     counter = AccuracyCounter(criterion, num_classes)
-    loss_sum, normalizer = 0.0, 0.0
+    loss_sum, normalizer = None, 0.0  # the loss is summed on the device and read once
     with no_grad():
         for inputs, targets in loader:
             inputs, targets, _ = local_shard(world, inputs, targets, None)
             if not len(inputs):
                 continue  # an empty shard adds nothing to the sums
             outputs = model(inputs)
-            loss_sum += summed_loss(criterion, outputs, targets).item()
-            normalizer += loss_normalizer(criterion, targets)
+            normalizer_of_batch, summary = summarize_batch(criterion, targets)
+            loss = summed_loss(criterion, outputs, targets, summary).to(backend.float64)
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            normalizer += normalizer_of_batch
             counter.add(outputs, targets)
     model.train(was_training)
+    loss_sum = 0.0 if loss_sum is None else loss_sum.item()
     loss_sum, normalizer = world.sum([loss_sum, normalizer])  # numerators and counts, never means
     counter.sum_over(world)
     if criterion.reduction == "mean":
@@ -320,25 +341,39 @@ def fit(model, criterion, optimizer, train_loader, epochs, micro_batch_size=None
 
 
 class AccuracyCounter:
-    """Counts correct arg-max predictions per class (classification only; ignore_index skipped)."""
+    """Counts correct arg-max predictions per class (classification only; ignore_index skipped).
+
+    The counts stay on the device of the outputs (a one-hot sum per batch: no boolean masks,
+    which would read their size back) and come to the host once, when the accuracy is asked for.
+    """
 
     def __init__(self, criterion, num_classes=None):
         self.is_classification = isinstance(criterion, CLASS_TARGET_LOSSES)
         self.ignore_index = getattr(criterion, "ignore_index", None)
         self.num_classes = num_classes
-        self.correct = self.total = None
+        self.correct = self.total = None  # (num_classes,) int64 arrays, on the device until read
 
     def add(self, outputs, targets):
         if not self.is_classification:
             return
+        xp = backend.xp_of(outputs.array)
         if self.correct is None:
             self.num_classes = self.num_classes or outputs.shape[1]
-            self.correct, self.total = np.zeros(self.num_classes), np.zeros(self.num_classes)
+            self.correct = xp.zeros(self.num_classes, dtype=backend.int64)
+            self.total = xp.zeros(self.num_classes, dtype=backend.int64)
         predicted, targets = outputs.array.argmax(axis=1), targets.array
-        counted = targets != self.ignore_index
-        hits = predicted[counted] == targets[counted]
-        np.add.at(self.total, backend.to_host(targets[counted]), 1)
-        np.add.at(self.correct, backend.to_host(targets[counted]), backend.to_host(hits))
+        # (N, classes): sample i's target class, if counted (ignore_index matches no class)
+        is_target_class = targets[:, None] == xp.arange(self.num_classes)
+        self.total += is_target_class.sum(axis=0)
+        self.correct += (is_target_class & (predicted == targets)[:, None]).sum(axis=0)
+
+    def host_counts(self):
+        """(correct, total) as host arrays: the one read of the epoch (None before any batch)."""
+        if self.total is None:
+            return None, None
+        if backend.is_cupy_array(self.total):
+            self.correct, self.total = backend.to_host(backend.xp_of(self.total).stack([self.correct, self.total]))
+        return self.correct, self.total
 
     def sum_over(self, world):
         """Add every rank's counts (exact integers), so the accuracy is the whole data set's.
@@ -348,17 +383,20 @@ class AccuracyCounter:
         num_classes = world.max(self.num_classes or 0)
         if not num_classes:
             return  # no rank saw a sample: nothing counted anywhere, as in one process
-        if self.correct is None:
-            self.correct, self.total = np.zeros(num_classes), np.zeros(num_classes)
-        counts = world.sum(np.concatenate([self.correct, self.total]))
+        correct, total = self.host_counts()
+        if correct is None:  # int64 like every other rank's counts: Allreduce adds raw buffers
+            correct, total = np.zeros(num_classes, dtype=backend.int64), np.zeros(num_classes, dtype=backend.int64)
+        counts = world.sum(np.concatenate([correct, total]))
         self.num_classes, self.correct, self.total = num_classes, counts[:num_classes], counts[num_classes:]
 
     def accuracy(self):
-        if self.total is None or not self.total.sum():
+        correct, total = self.host_counts()
+        if total is None or not total.sum():
             return None
-        return float(self.correct.sum() / self.total.sum())
+        return float(correct.sum() / total.sum())
 
     def per_class_accuracy(self):
-        if self.total is None:
+        correct, total = self.host_counts()
+        if total is None:
             return None
-        return [float(c / t) if t else float("nan") for c, t in zip(self.correct, self.total)]
+        return [float(c / t) if t else float("nan") for c, t in zip(correct, total)]

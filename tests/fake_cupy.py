@@ -48,6 +48,7 @@ class Counters:
         self.host_syncs = 0
         self.device_calls = 0
         self.sync_reasons = {}  # reason -> count, to say where the syncs came from
+        self.calls_by_name = {}  # device function -> count, to say where the calls come from
 
     def reset(self):
         self.__init__()
@@ -55,6 +56,10 @@ class Counters:
     def sync(self, reason):
         self.host_syncs += 1
         self.sync_reasons[reason] = self.sync_reasons.get(reason, 0) + 1
+
+    def call(self, name):
+        self.device_calls += 1
+        self.calls_by_name[name] = self.calls_by_name.get(name, 0) + 1
 
     def snapshot(self):
         return self.host_syncs, self.device_calls
@@ -68,7 +73,7 @@ def counting():
     """``with counting() as c:`` -> ``c.host_syncs``, ``c.device_calls`` of the block only."""
     before = Counters()
     before.host_syncs, before.device_calls = counters.snapshot()
-    reasons_before = dict(counters.sync_reasons)
+    reasons_before, calls_before = dict(counters.sync_reasons), dict(counters.calls_by_name)
     delta = Counters()
     try:
         yield delta
@@ -77,6 +82,8 @@ def counting():
         delta.device_calls = counters.device_calls - before.device_calls
         delta.sync_reasons = {k: v - reasons_before.get(k, 0) for k, v in counters.sync_reasons.items()
                               if v - reasons_before.get(k, 0)}
+        delta.calls_by_name = {k: v - calls_before.get(k, 0) for k, v in counters.calls_by_name.items()
+                               if v - calls_before.get(k, 0)}
 
 
 # ----------------------------------------------------------------------------- memory pool
@@ -270,7 +277,7 @@ def _call(name, function, args, kwargs, elementwise, bound=False):
     if viewed is not None:
         return viewed._view(result)  # a view: no kernel, no new memory
     if name not in NO_KERNEL:
-        counters.device_calls += 1
+        counters.call(name)
     if writes_out:
         out = kwargs["out"]
         return out[0] if isinstance(out, tuple) and len(out) == 1 else out
@@ -289,7 +296,7 @@ class ufunc:
 
     def at(self, a, indices, b=None):
         """``ufunc.at``: unbuffered, repeated indices accumulate; out-of-bounds indices wrap."""
-        counters.device_calls += 1
+        counters.call(self.__name__ + ".at")
         storage = _unwrap(a)
         index = _wrap_indices(storage.shape, _unwrap_index(indices))
         args = () if b is None else (_unwrap(b, allow_lists=False),)
@@ -306,7 +313,7 @@ def asarray(value, dtype=None, order=None):
         if (dtype is None or _np.dtype(dtype) == value.dtype) and order in (None, "K", "A"):
             return value
         return value.astype(dtype if dtype is not None else value.dtype, order=order or "K")
-    counters.device_calls += 1
+    counters.call("asarray (host to device)")
     host = _np.array(value, dtype=dtype, order=order or "K", copy=True)
     _pool._track(host)
     return ndarray._from_storage(host)
@@ -550,7 +557,7 @@ class ndarray:
         if kind == "mask":
             counters.sync("boolean mask indexing")
         if kind != "basic":
-            counters.device_calls += 1
+            counters.call("getitem (" + kind + ")")
             return _wrap(self._array[_wrap_indices(self.shape, index)])
         result = self._array[index]
         if isinstance(result, _np.generic):  # one element: a 0-d view, as CuPy (not a host scalar)
@@ -562,7 +569,7 @@ class ndarray:
         index = _unwrap_index(index)
         if _index_kind(index) == "mask":
             counters.sync("boolean mask assignment")
-        counters.device_calls += 1
+        counters.call("setitem")
         if isinstance(value, ndarray):
             value = value._array
         self._array[_wrap_indices(self.shape, index)] = value  # host values are copied over, as CuPy
@@ -573,7 +580,7 @@ class ndarray:
         result = method(*[_unwrap(a) for a in args], **kwargs)
         if result is self._array:
             return self
-        counters.device_calls += 1
+        counters.call(method.__name__)
         return _wrap(result, contiguous=False)
 
     def __copy__(self):

@@ -2,12 +2,19 @@
 cross-entropy with logits, and mean squared error.
 
 Every loss has one *normaliser*: the number the summed loss is divided by for
-``reduction="mean"``. ``cross_entropy_normalizer`` computes it on its own because gradient
+``reduction="mean"``. ``summarize_targets`` computes it on its own because gradient
 accumulation must fix it for the whole batch before looking at any micro-batch.
+
+Reading a value back from a GPU is a host synchronisation (the CPU waits for the device), so
+the class-target losses read their targets' facts once: the normaliser and the smallest and
+largest counted class come back in one copy (``summarize_targets``), and the range check and
+the 'mean' division then use those host numbers.
 
 Read next: ``nn/module.py`` (how layers hold parameters).
 """
 from __future__ import annotations
+
+from collections import namedtuple
 
 from .. import backend
 from ..autograd import Function
@@ -30,25 +37,71 @@ def counted_target_weights(target, weight, ignore_index):
     return weight[safe_target] * counted, safe_target
 
 
-def cross_entropy_normalizer(target, weight=None, ignore_index=-100):
-    """Sum of the counted targets' weights: how many targets a 'mean' loss averages over.
+# normalizer: sum of the counted targets' weights; count: how many targets are counted;
+# smallest/largest: the extreme counted classes (meaningless when count is 0).
+TargetSummary = namedtuple("TargetSummary", ["normalizer", "count", "smallest", "largest"])
+
+
+def summarize_targets(target, weight=None, ignore_index=-100):
+    """The targets' normaliser and class range, read back from the device in ONE copy.
 
     Targets equal to ``ignore_index`` count 0; with class weights each target counts w[target].
+    (The classes travel as float64: exact for any class index below 2**53.)
     """
-    target_array = target.array if isinstance(target, Tensor) else target  # also a bare array
-    weight_array = weight.array if isinstance(weight, Tensor) else weight
-    sample_weights, _ = counted_target_weights(target_array, weight_array, ignore_index)
-    return float(sample_weights.sum())
+    target = target.array if isinstance(target, Tensor) else target  # also a bare array
+    weight = weight.array if isinstance(weight, Tensor) else weight
+    xp = backend.xp_of(target)
+    if target.size == 0:
+        return TargetSummary(0.0, 0, 0, 0)
+    counted = target != ignore_index
+    if weight is None:
+        sample_weights = counted.astype(backend.float64)
+    else:  # an out-of-range class looks up class 0 here; the range check refuses it afterwards
+        lookup = xp.where(counted & (target >= 0) & (target < weight.shape[0]), target, 0)
+        sample_weights = weight[lookup] * counted
+    limits = xp.iinfo(backend.int64)
+    facts = xp.stack([sample_weights.sum().astype(backend.float64), counted.sum().astype(backend.float64),
+                      xp.where(counted, target, limits.max).min().astype(backend.float64),
+                      xp.where(counted, target, limits.min).max().astype(backend.float64)])
+    normalizer, count, smallest, largest = backend.to_host(facts).tolist()
+    return TargetSummary(normalizer, int(count), int(smallest), int(largest))
+
+
+def cross_entropy_normalizer(target, weight=None, ignore_index=-100):
+    """Sum of the counted targets' weights: how many targets a 'mean' loss averages over."""
+    return summarize_targets(target, weight, ignore_index).normalizer
+
+
+def check_target_range(name, summary, num_classes, ignore_index):
+    """Every counted target must be a class index: CuPy would wrap a bad one around silently."""
+    if summary.count and (summary.smallest < 0 or summary.largest >= num_classes):
+        bad = summary.smallest if summary.smallest < 0 else summary.largest
+        raise ValueError(f"{name}: target: expected class indices in [0, {num_classes - 1}] "
+                         f"(or ignore_index={ignore_index}), got {bad}")
+
+
+def checked_summary(name, logits, target, weight, ignore_index, summary):
+    """The targets' summary (read here unless given) after checking their range.
+
+    A given ``summary`` may be that of a whole batch containing ``target`` (``train.accumulate``
+    reads it once per batch and passes it to each micro-batch's reduction='sum' loss): its range
+    covers these targets; its normaliser is used only by reduction='mean', so it must then be theirs.
+    """
+    if summary is None:
+        summary = summarize_targets(target, weight, ignore_index)
+    check_target_range(name, summary, logits.shape[1], ignore_index)
+    return summary
 
 
 class CrossEntropy(Function):
     """loss_i = w[t_i] * (1-eps) * (-log p_i[t_i]) + (eps/C) * sum_c w[c] * (-log p_i[c]).
 
     This is PyTorch's formula, label smoothing included; ignored samples contribute 0 and
-    ``mean`` divides by ``cross_entropy_normalizer`` (the sum of w[t_i] over counted i).
+    ``mean`` divides by ``normalizer``, the sum of w[t_i] over counted i (a host number, from
+    ``summarize_targets``: testing a device value for zero would be a host synchronisation).
     """
 
-    def forward(self, logits, target, weight, ignore_index, reduction, label_smoothing):
+    def forward(self, logits, target, weight, ignore_index, reduction, label_smoothing, normalizer):
         xp = backend.xp_of(logits)
         n, num_classes = logits.shape
         log_probs = log_softmax_array(logits, axis=1)                         # (N, C)
@@ -63,8 +116,7 @@ class CrossEntropy(Function):
             q += (label_smoothing / num_classes) * class_weights[None, :] * counted[:, None]
         per_sample = -(q * log_probs).sum(axis=1)                             # (N,)
         self.save_for_backward(log_probs, q)
-        self.reduction = reduction
-        self.normalizer = sample_weights.sum()
+        self.reduction, self.normalizer = reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
 
     def backward(self, grad):
@@ -75,8 +127,10 @@ class CrossEntropy(Function):
         return grad_logits * per_sample_scale(grad, self.reduction, self.normalizer)
 
 
-def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
+                  summary=None):
     """Softmax cross-entropy of ``logits`` (N, C) against integer class ``target`` (N,).
+    ``summary``: the targets' ``summarize_targets`` if already read (see ``checked_summary``).
 
     >>> import minigrad as mg, minigrad.nn.functional as F
     >>> logits = mg.tensor([[2.0, 0.0], [0.0, 0.0]], requires_grad=True)
@@ -91,13 +145,15 @@ def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mea
     check_class_target_arguments("cross_entropy", logits, target, weight, ignore_index, reduction)
     if not 0.0 <= label_smoothing <= 1.0:
         raise ValueError(f"label_smoothing: expected a value in [0, 1], got {label_smoothing}")
+    summary = checked_summary("cross_entropy", logits, target, weight, ignore_index, summary)
     return CrossEntropy.apply(logits, target=target.array, weight=None if weight is None else weight.array,
                               ignore_index=ignore_index, reduction=reduction,
-                              label_smoothing=float(label_smoothing))
+                              label_smoothing=float(label_smoothing), normalizer=summary.normalizer)
 
 
 def check_class_target_arguments(name, logits, target, weight, ignore_index, reduction):
-    """The checks cross_entropy and nll_loss share: (N, C) scores, (N,) class indices in range."""
+    """The checks cross_entropy and nll_loss share: (N, C) scores, (N,) class indices (their range
+    is checked from the targets' summary, ``checked_summary``)."""
     check_is_tensor(logits, "input")
     check_is_tensor(target, "target")
     if weight is not None:
@@ -115,11 +171,6 @@ def check_class_target_arguments(name, logits, target, weight, ignore_index, red
     num_classes = logits.shape[1]
     if weight is not None and weight.shape != (num_classes,):
         raise ValueError(f"{name}: weight must have shape ({num_classes},), got {weight.shape}")
-    counted = target.array[target.array != ignore_index]
-    if counted.size and (int(counted.min()) < 0 or int(counted.max()) >= num_classes):
-        bad = int(counted.min()) if int(counted.min()) < 0 else int(counted.max())
-        raise ValueError(f"{name}: target: expected class indices in [0, {num_classes - 1}] "
-                         f"(or ignore_index={ignore_index}), got {bad}")
 
 
 def mse_loss(input, target, reduction="mean"):
@@ -153,17 +204,16 @@ def check_reduction(reduction):
 # ----------------------------------------------------------------------------- negative log-likelihood
 class NLLLoss(Function):
     """loss_i = -w[t_i] * input_i[t_i]: the loss on log-probabilities (cross-entropy without its
-    log_softmax). Ignored samples contribute 0; ``mean`` divides by ``cross_entropy_normalizer``."""
+    log_softmax). Ignored samples contribute 0; ``mean`` divides by ``normalizer`` (as CrossEntropy)."""
 
-    def forward(self, log_probs, target, weight, ignore_index, reduction):
+    def forward(self, log_probs, target, weight, ignore_index, reduction, normalizer):
         xp = backend.xp_of(log_probs)
         sample_weights, safe_target = counted_target_weights(target, weight, ignore_index)
         sample_weights = sample_weights.astype(log_probs.dtype, copy=False)   # w[t_i], 0 if ignored
         rows = xp.arange(log_probs.shape[0])
         per_sample = -sample_weights * log_probs[rows, safe_target]            # (N,)
         self.save_for_backward(sample_weights, safe_target)
-        self.input_shape, self.reduction = log_probs.shape, reduction
-        self.normalizer = sample_weights.sum()
+        self.input_shape, self.reduction, self.normalizer = log_probs.shape, reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
 
     def backward(self, grad):
@@ -206,13 +256,15 @@ def per_sample_scale(grad, reduction, normalizer):
     return grad / normalizer if normalizer else grad * 0
 
 
-def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean", *, summary=None):
     """Negative log-likelihood of log-probabilities ``input`` (N, C) (e.g. ``F.log_softmax``
     output) against class ``target`` (N,); ``nll_loss(log_softmax(x, 1), t) == cross_entropy(x, t)``.
-    PyTorch also takes (N, C, d1, ...) inputs; minigrad takes (N, C) and says so otherwise."""
+    PyTorch also takes (N, C, d1, ...) inputs; minigrad takes (N, C) and says so otherwise.
+    ``summary``: as in ``cross_entropy``."""
     check_class_target_arguments("nll_loss", input, target, weight, ignore_index, reduction)
+    summary = checked_summary("nll_loss", input, target, weight, ignore_index, summary)
     return NLLLoss.apply(input, target=target.array, weight=None if weight is None else weight.array,
-                         ignore_index=ignore_index, reduction=reduction)
+                         ignore_index=ignore_index, reduction=reduction, normalizer=summary.normalizer)
 
 
 # ----------------------------------------------------------------------------- binary cross-entropy
