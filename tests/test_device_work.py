@@ -11,6 +11,7 @@ import fake_cupy
 import minigrad as mg
 import minigrad.nn as nn
 from minigrad import backend, models, optim, train
+from minigrad.memory import measure
 from minigrad.nn import functional as F
 
 MAX_HOST_SYNCS_PER_STEP = 2
@@ -105,3 +106,18 @@ def test_accuracy_counted_on_the_device_equals_a_host_count(device):
     assert counter.accuracy() == pytest.approx((predicted == targets_host)[counted].mean(), abs=0)
     expected = [(predicted[targets_host == c] == c).mean() for c in range(4)]
     assert counter.per_class_accuracy() == pytest.approx(expected, abs=0)
+
+
+def test_cuda_memory_peak_sees_a_block_freed_before_any_sample(fake_cuda):
+    """Sampling the pool's used bytes misses whatever an op allocates and frees in between;
+    CuPy's memory hooks see every block, so the peak is the true one."""
+    xp = backend.xp_for("cuda:0")
+
+    def run(sample):
+        sample()
+        transient = xp.zeros(250_000, dtype=np.float32)  # 1 MB, gone before the next sample
+        del transient
+        sample()
+
+    peak, method = measure.measure_peak(run, "cuda:0")
+    assert peak == 1_000_000, method

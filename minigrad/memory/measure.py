@@ -118,20 +118,12 @@ def forward_backward_all(model, criterion, inputs, targets, parts, sample):
 def measure_peak(run, device):
     """Peak bytes allocated by ``run(sample)`` above what was allocated before it.
 
-    NumPy reports its allocations to tracemalloc, so on the CPU the peak is exact. CuPy's pool
-    keeps no peak, so on a GPU its used bytes are sampled where ``run`` calls ``sample``.
+    NumPy reports its allocations to tracemalloc, and CuPy's memory pool to its memory hooks,
+    so the peak is exact on both (``sample`` is a no-op kept for callers that mark points).
     """
     if device == "cpu":
         return tracemalloc_peak(run), "tracemalloc"
-    pool = backend.xp_for(device).get_default_memory_pool()
-    start = peak = pool.used_bytes()
-
-    def sample():
-        nonlocal peak
-        peak = max(peak, pool.used_bytes())
-
-    run(sample)
-    return peak - start, "CuPy memory pool, sampled"
+    return backend.cuda_memory_peak(lambda: run(lambda: None)), "CuPy memory hook"
 
 
 def tracemalloc_peak(run):
