@@ -127,6 +127,7 @@ def test_to_dtype_is_recorded_in_the_graph():
 
 
 # ----------------------------------------------------------------------------- on a GPU
+@pytest.mark.cuda  # selected with the device tests' CUDA half (-m cuda): on a GPU or the stand-in
 @pytest.mark.skipif(not mg.cuda.is_available(), reason=CUDA_SKIP_REASON)
 def test_op_on_mixed_devices_raises():
     a, b = mg.tensor([1.0]), mg.tensor([1.0], device="cuda")
