@@ -203,7 +203,13 @@ class _Stream:
         counters.sync("Stream.synchronize")
 
 
+def _alloc_pinned_memory(size):
+    """Page-locked host memory in CuPy; plain host memory here (it has the buffer protocol too)."""
+    return bytearray(size)
+
+
 cuda = types.SimpleNamespace(Device=_Device, runtime=_Runtime, MemoryHook=MemoryHook,
+                             alloc_pinned_memory=_alloc_pinned_memory,
                              get_current_stream=lambda: _Stream(), is_available=lambda: True)
 __version__ = "0.0-fake"
 

@@ -297,6 +297,7 @@ def test_pin_memory_stages_cuda_batches_in_pinned_host_memory(monkeypatch):
     np.testing.assert_array_equal(batches[2][0].numpy(), [[4.0, 1.0]])
 
 
+@pytest.mark.cuda  # selected with the device tests' CUDA half (-m cuda): on a GPU or the stand-in
 def test_pin_memory_on_a_real_gpu_gives_the_same_batches():
     if not mg.cuda.is_available():
         pytest.skip("CUDA backend not available here (CuPy not installed or no GPU visible)")
