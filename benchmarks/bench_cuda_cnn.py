@@ -48,56 +48,36 @@ def random_batch(np, batch_size):
     return images, generator.integers(0, NUM_CLASSES, size=batch_size).astype(np.int64)
 
 
-def minigrad_step_fn(batch_size, device):
-    sys.path.insert(0, REPO_ROOT)
-    import minigrad as mg
-    import minigrad.nn as nn
-    from minigrad import optim
-    from minigrad.backend import np
-
-    mg.manual_seed(0)
+def step_fn(framework, batch_size, device):
+    """One SGD step of the wide CNN in ``framework`` ("minigrad" or "torch"), on a fixed batch."""
+    import numpy as np
+    if framework == "minigrad":
+        sys.path.insert(0, REPO_ROOT)
+        import minigrad as library
+        from minigrad import nn, optim
+    else:
+        import torch as library
+        from torch import nn, optim
+        library.backends.cuda.matmul.allow_tf32 = False  # float32 products, as CuPy's
+        library.backends.cudnn.allow_tf32 = False
+    library.manual_seed(0)
     model = wide_cnn(nn).to(device)
     criterion = nn.CrossEntropyLoss()
     optimizer = optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-    images, labels = random_batch(np, batch_size)
-    inputs, targets = mg.tensor(images, device=device), mg.tensor(labels, device=device)
+    inputs, targets = (library.tensor(array, device=device) for array in random_batch(np, batch_size))
 
     def step():
         optimizer.zero_grad()
         loss = criterion(model(inputs), targets)
         loss.backward()
         optimizer.step()
-        return loss.item()
-
-    return step
-
-
-def torch_step_fn(batch_size, device):
-    import numpy as np
-    import torch
-    import torch.nn as nn
-
-    torch.backends.cuda.matmul.allow_tf32 = False  # float32 products, as CuPy's
-    torch.backends.cudnn.allow_tf32 = False
-    torch.manual_seed(0)
-    model = wide_cnn(nn).to(device)
-    criterion = nn.CrossEntropyLoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-    images, labels = random_batch(np, batch_size)
-    inputs, targets = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
-
-    def step():
-        optimizer.zero_grad()
-        loss = criterion(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
+        return loss.item()  # .item() waits for the GPU, so the step is really finished
 
     return step
 
 
 def run_worker(framework, batch_size, device, warmup, steps):
-    step = minigrad_step_fn(batch_size, device) if framework == "minigrad" else torch_step_fn(batch_size, device)
+    step = step_fn(framework, batch_size, device)
     first_loss = step()
     for _ in range(warmup - 1):
         step()
