@@ -260,7 +260,8 @@ def train_one_epoch(model, criterion, optimizer, loader, micro_batch_size=None, 
         optimizer.zero_grad()
         loss = accumulate(model, criterion, inputs, targets, micro_batch_size, on_micro_batch=counter.add,
                           world=world)
-        counts_nothing = not loss_normalizer(criterion, _as_tensor(targets, "targets"))
+        # Only a non-finite loss asks again (a host sync on a GPU): a finite mean had targets to count.
+        counts_nothing = not math.isfinite(loss) and not loss_normalizer(criterion, _as_tensor(targets, "targets"))
         if not math.isfinite(loss) and not counts_nothing:  # the same on every rank: all stop together
             raise TrainingDiverged(f"training diverged at epoch {epoch}, step {step} (0-based): the loss is "
                                    f"{loss}; lower the learning rate or check the data")
