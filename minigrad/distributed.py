@@ -39,6 +39,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import traceback
 
 from . import backend
@@ -49,6 +50,7 @@ from .tensor import Tensor
 # Hydra, Open MPI, PMIx-based launchers such as srun --mpi=pmix).
 LAUNCHER_VARIABLES = ("PMI_SIZE", "PMI_RANK", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK")
 MPI_INSTALL_HINT = "pip install mpi4py mpich (or pip install minigrad[mpi])"
+ABORT_GRACE_SECONDS = 0.5  # mpiexec drops output still in flight when a rank aborts
 
 
 # ----------------------------------------------------------------------------- 1. who am I
@@ -198,17 +200,16 @@ class World:
 
     def abort(self, error, traceback_printed=False):
         """Print why this rank fails, then MPI_Abort: ``mpiexec`` ends every rank and exits non-zero."""
-        if isinstance(error, SystemExit):  # argparse and the CLI print their message themselves
-            code = error.code if isinstance(error.code, int) else 1
-            if not isinstance(error.code, int):
-                print(error.code, file=sys.stderr)
-        else:
-            code = 1
-            if not traceback_printed:
-                traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        code = (error.code if isinstance(error.code, int) else 1) if isinstance(error, SystemExit) else 1
         why = (f"exited with status {code}" if isinstance(error, SystemExit)
                else f"failed ({type(error).__name__}: {error})")
         print(f"minigrad: rank {self.rank} of {self.size} {why}; aborting all ranks", file=sys.stderr, flush=True)
+        if isinstance(error, SystemExit) and not isinstance(error.code, int):
+            print(error.code, file=sys.stderr)  # argparse and the CLI print their own messages
+        elif not isinstance(error, SystemExit) and not traceback_printed:
+            traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)  # let mpiexec forward this output before it tears the job down
         self.comm.Abort(code)
 
 
