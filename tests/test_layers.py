@@ -274,11 +274,13 @@ def test_layers_default_to_float32():
 def test_default_init_is_kaiming_uniform_bounded_by_one_over_sqrt_fan_in_like_torch(make_layer, fan_in):
     bound = 1 / math.sqrt(fan_in)  # Kaiming-uniform with a = sqrt(5): gain*sqrt(3/fan_in) = 1/sqrt(fan_in)
     mg.manual_seed(0)
+    torch.manual_seed(0)  # torch's draw too, so the test is repeatable
     layer, torch_layer = make_layer(nn), make_layer(torch.nn)
     for name in ("weight", "bias"):
         ours = getattr(layer, name).numpy().astype(np.float64)
         theirs = getattr(torch_layer, name).detach().numpy().astype(np.float64)
-        assert np.abs(theirs).max() <= bound  # the bound is PyTorch's, not just ours
+        # the bound is PyTorch's, not just ours (float32 may round a draw at the edge just past it)
+        assert np.abs(theirs).max() <= bound * (1 + 1e-6)
         assert np.abs(ours).max() <= bound * (1 + 1e-6)
         assert np.abs(ours).max() > 0.95 * bound  # hundreds of draws: the extremes reach the bound
         # U(-b, b) has mean 0 and variance b^2/3; allow 5 standard errors.
