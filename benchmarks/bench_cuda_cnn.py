@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from bench_lenet import random_batch, training_step  # the same batch and step as the LeNet benchmark
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEARNING_RATE, MOMENTUM, NUM_CLASSES, CHANNELS = 0.01, 0.9, 10, (64, 128, 256)
 
@@ -42,12 +44,6 @@ def training_flops_per_image():
     return 3 * 2 * (macs + CHANNELS[-1] * 16 * NUM_CLASSES)
 
 
-def random_batch(np, batch_size):
-    generator = np.random.default_rng(0)
-    images = generator.standard_normal((batch_size, 3, 32, 32)).astype(np.float32)
-    return images, generator.integers(0, NUM_CLASSES, size=batch_size).astype(np.int64)
-
-
 def step_fn(framework, batch_size, device):
     """One SGD step of the wide CNN in ``framework`` ("minigrad" or "torch"), on a fixed batch."""
     import numpy as np
@@ -66,14 +62,7 @@ def step_fn(framework, batch_size, device):
     optimizer = optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
     inputs, targets = (library.tensor(array, device=device) for array in random_batch(np, batch_size))
 
-    def step():
-        optimizer.zero_grad()
-        loss = criterion(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        return loss.item()  # .item() waits for the GPU, so the step is really finished
-
-    return step
+    return training_step(model, criterion, optimizer, inputs, targets)
 
 
 def run_worker(framework, batch_size, device, warmup, steps):

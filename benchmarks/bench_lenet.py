@@ -65,14 +65,7 @@ def minigrad_step_fn(batch_size, device):
     images, labels = random_batch(np, batch_size)
     inputs, targets = mg.tensor(images, device=device), mg.tensor(labels, device=device)
 
-    def step():
-        optimizer.zero_grad()
-        loss = criterion(model(inputs), targets)
-        loss.backward()
-        optimizer.step()
-        return loss.item()  # .item() waits for the GPU, so the step is really finished
-
-    return step
+    return training_step(model, criterion, optimizer, inputs, targets)
 
 
 def torch_step_fn(batch_size, device, threads):
@@ -88,12 +81,17 @@ def torch_step_fn(batch_size, device, threads):
     images, labels = random_batch(np, batch_size)
     inputs, targets = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
 
+    return training_step(model, criterion, optimizer, inputs, targets)
+
+
+def training_step(model, criterion, optimizer, inputs, targets):
+    """One SGD step as a closure; the same lines for both frameworks, since their APIs match."""
     def step():
         optimizer.zero_grad()
         loss = criterion(model(inputs), targets)
         loss.backward()
         optimizer.step()
-        return loss.item()
+        return loss.item()  # .item() waits for the GPU, so the step is really finished
 
     return step
 
