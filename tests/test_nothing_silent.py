@@ -11,6 +11,7 @@ Silent wrong results
 - test_grad_of_the_wrong_dtype_or_type_is_refused_on_assignment
 - test_string_and_object_data_are_refused_naming_the_dtype
 - test_relu_gradient_at_nan_is_one_as_torch
+- test_relu_gradient_is_exactly_torchs_for_inf_and_nan_gradients_on_a_batch_last_view
 - test_max_gradient_goes_to_the_nan_as_torch
 - test_module_load_state_dict_changes_nothing_when_any_entry_is_bad
 
@@ -165,6 +166,22 @@ def test_string_and_object_data_are_refused_naming_the_dtype(data, kind):
 def test_relu_gradient_at_nan_is_one_as_torch():
     x = np.array([1.0, np.nan, -1.0, 0.0])
     check_against_torch(lambda t: t.relu(), torch.relu, x, grad_out=np.array([2.0, 3.0, np.nan, 5.0]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gradient_is_exactly_torchs_for_inf_and_nan_gradients_on_a_batch_last_view(dtype):
+    """ReLU's backward clears bits with a mask: an inf or NaN gradient at a dead unit must still
+    become 0 and a live NaN unit must pass its gradient, in any memory layout and float width."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 4, 5, 2)).astype(dtype).transpose(3, 0, 1, 2)  # batch-last memory
+    x[0, 0, 0, :4] = [0.0, -1.0, np.nan, 2.0]
+    grad_out = rng.standard_normal(x.shape).astype(dtype)
+    grad_out[0, 0, 0, :4] = [np.inf, np.nan, -np.inf, np.nan]
+    ours = mg.tensor(x, requires_grad=True)
+    ours.relu().backward(mg.tensor(grad_out))
+    theirs = torch.tensor(x, requires_grad=True)
+    theirs.relu().backward(torch.tensor(grad_out))
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
 
 
 @pytest.mark.parametrize("largest", [True, False])

@@ -361,9 +361,15 @@ class ReLU(Function):
     def backward(self, grad):  # d(max(a,0))/da = 0 where a <= 0, else 1 (so 1 at NaN, as PyTorch)
         (out,) = self.saved
         xp = backend.xp_of(grad)
+        # Keep grad's bits where the unit is alive (out > 0, or NaN), clear them where out <= 0:
+        # an AND with an all-ones or all-zeros word per element. Exact (an inf or NaN gradient at a
+        # dead unit becomes 0, as PyTorch's), and about 3x faster than copyto(where=) on LeNet's
+        # batch-last activations (benchmarks/RESULTS.md).
+        word = xp.dtype(f"u{grad.dtype.itemsize}")  # an unsigned integer as wide as the float
+        alive = xp.logical_not(out <= 0).astype(word)
+        alive *= xp.iinfo(word).max  # 1 -> all bits set
         grad_in = xp.empty_like(out, dtype=grad.dtype)
-        xp.copyto(grad_in, grad)
-        xp.copyto(grad_in, grad.dtype.type(0), where=out <= 0)  # exactly 0 there, even where grad is inf
+        xp.bitwise_and(grad.view(word), alive, out=grad_in.view(word))
         return grad_in
 
 
