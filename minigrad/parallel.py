@@ -26,6 +26,9 @@ from . import backend
 
 # Below this many values touched by a kernel, one thread is faster than two (hand-off costs).
 PARALLEL_MIN_ELEMENTS = 1 << 20
+# Below this many multiply-adds a matrix product stays on one thread (about 0.25 ms of work).
+PARALLEL_MIN_PRODUCT = 1 << 23
+PRODUCT_ROWS = 64        # rows per block of a big product (parallel.matmul)
 
 
 def default_num_threads() -> int:
@@ -71,9 +74,10 @@ def _blas_libraries():
     return _blas
 
 
-def run_split(work, count, size, xp):
+def run_split(work, count, size, xp, min_size=None):
     """Call ``work(part)`` for contiguous ranges ``part`` covering ``range(count)``, in parallel
-    when the kernel touches at least ``PARALLEL_MIN_ELEMENTS`` values (``size``) on the CPU.
+    when the kernel touches at least ``min_size`` values (``size``; default
+    ``PARALLEL_MIN_ELEMENTS``) on the CPU.
 
     The parts must write disjoint memory. The calling thread runs the first part itself.
     BLAS is held to one thread inside, threads or not: these kernels make many small products,
@@ -84,7 +88,8 @@ def run_split(work, count, size, xp):
         work(range(count))
         return
     with _blas_libraries().limit(limits=1):  # scoped: the user's own NumPy calls keep their BLAS threads
-        num_parts = min(count, num_threads) if size >= PARALLEL_MIN_ELEMENTS else 1
+        threshold = PARALLEL_MIN_ELEMENTS if min_size is None else min_size
+        num_parts = min(count, num_threads) if size >= threshold else 1
         if num_parts < 2:
             work(range(count))
             return
@@ -94,3 +99,30 @@ def run_split(work, count, size, xp):
         work(parts[0])
         for future in futures:
             future.result()  # re-raises a worker's exception here
+
+
+def matmul(a, b):
+    """``a @ b`` for the linear layers: BLAS held to one thread, and a big 2-d product cut into
+    blocks of ``PRODUCT_ROWS`` rows that minigrad's threads share.
+
+    Why not BLAS's own threads: after each threaded call OpenBLAS's workers spin for a while
+    waiting for more work, holding the second core that minigrad's next kernel wants (a LeNet
+    step at batch 512 took 30% longer). Rows of a product are independent; the blocks depend
+    only on the sizes (BLAS may round a 150-row product differently from a 300-row one), so
+    the bits do not depend on ``num_threads``.
+    """
+    xp = backend.xp_of(a)
+    if xp is not backend.np:
+        return xp.matmul(a, b)
+    macs = a.shape[0] * a.shape[1] * b.shape[-1] if a.ndim == 2 and b.ndim == 2 else 0
+    if macs < PARALLEL_MIN_PRODUCT:
+        with _blas_libraries().limit(limits=1):
+            return xp.matmul(a, b)
+    out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
+
+    def product_rows(blocks):
+        for block in blocks:
+            rows = slice(block * PRODUCT_ROWS, (block + 1) * PRODUCT_ROWS)
+            xp.matmul(a[rows], b, out=out[rows])
+    run_split(product_rows, -(-a.shape[0] // PRODUCT_ROWS), macs, xp, min_size=PARALLEL_MIN_PRODUCT)
+    return out

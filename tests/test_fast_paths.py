@@ -195,6 +195,47 @@ def test_blas_is_held_to_one_thread_only_inside_minigrad_kernels(monkeypatch, th
     assert after == [2] * len(after), "the user's BLAS setting is back after the kernel"
 
 
+def linear_results(x, w, b, dtype):
+    x, w, b = (mg.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
+    out = F.linear(x, w, b)
+    out.backward(mg.tensor(upstream_gradient(out.shape), dtype=dtype))
+    return {"forward": out.numpy(), "input grad": x.grad.numpy(), "weight grad": w.grad.numpy()}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_layer_products_split_by_rows_give_the_same_bits_and_match_torch(monkeypatch, thread_splits, dtype):
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal((301, 403)), rng.standard_normal((121, 403)), rng.standard_normal(121)
+    monkeypatch.setattr(parallel, "num_threads", 1)
+    one = linear_results(x, w, b, dtype)
+    assert not thread_splits
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 0)
+    two = linear_results(x, w, b, dtype)
+    assert len(thread_splits) == 3, "forward, input gradient and weight gradient each split in two"
+    for name in one:
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+    tx, tw, tb = (torch.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
+    out = torch_F.linear(tx, tw, tb)
+    out.backward(torch.tensor(upstream_gradient(out.shape), dtype=out.dtype))
+    tolerance = {} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-4}   # float32 sums in another order
+    for name, expected in (("forward", out), ("input grad", tx.grad), ("weight grad", tw.grad)):
+        assert_close(two[name], expected.detach().numpy(), name, **tolerance)
+
+
+def test_linear_layer_products_hold_blas_to_one_thread_and_give_it_back(monkeypatch):
+    from threadpoolctl import threadpool_limits
+    seen, matmul = [], np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: seen.append(blas_threads()) or matmul(*args, **kwargs))
+    x = mg.tensor(np.ones((4, 3)), requires_grad=True)
+    with threadpool_limits(limits=2, user_api="blas"):
+        (x @ mg.tensor(np.ones((3, 2)))).sum().backward()
+        mg.tensor(np.ones((2, 4, 3))) @ mg.tensor(np.ones((3, 2)))          # batched: not split, still held
+        after = blas_threads()
+    assert len(seen) == 3 and all(inside == [1] * len(after) for inside in seen)
+    assert after == [2] * len(after)
+
+
 def test_an_error_in_a_worker_thread_reaches_the_caller(two_threads_always):
     def work(part):
         if part.start > 0:

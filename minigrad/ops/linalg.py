@@ -4,7 +4,7 @@ Read next: ``ops/shape.py`` (reshape, permute, indexing, concatenation).
 """
 from __future__ import annotations
 
-from .. import backend
+from .. import backend, parallel
 from ..autograd import Function
 from ..dtypes import check_same_dtype
 from ..tensor import check_is_tensor
@@ -13,7 +13,7 @@ from ..tensor import check_is_tensor
 class MatMul(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return backend.xp_of(a).matmul(a, b)
+        return parallel.matmul(a, b)
 
     def backward(self, grad):
         # C = A B  =>  dA = dC B^T,  dB = A^T dC  (1-d operands are lifted to matrices first)
@@ -28,11 +28,11 @@ class MatMul(Function):
             g2 = xp.expand_dims(g2, -2)  # after b's axis, so vector @ vector (a 0-d grad) works
         grad_a = grad_b = None
         if self.needs_input_grad[0]:
-            grad_a = xp.matmul(g2, xp.swapaxes(b2, -1, -2))
+            grad_a = parallel.matmul(g2, xp.swapaxes(b2, -1, -2))
             if a.ndim == 1:
                 grad_a = grad_a.reshape(-1, a.shape[0]).sum(axis=0)
         if self.needs_input_grad[1]:
-            grad_b = xp.matmul(xp.swapaxes(a2, -1, -2), g2)
+            grad_b = parallel.matmul(xp.swapaxes(a2, -1, -2), g2)
             if b.ndim == 1:
                 grad_b = grad_b.reshape(-1, b.shape[0]).sum(axis=0)
         return grad_a, grad_b  # batch axes that were broadcast are summed by unbroadcast
