@@ -236,6 +236,43 @@ def test_linear_layer_products_hold_blas_to_one_thread_and_give_it_back(monkeypa
     assert after == [2] * len(after)
 
 
+@pytest.mark.parametrize("grad_layout", ["same", "nchw"], ids=["grad-batch-last", "grad-other-layout"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_in_chunks_on_two_threads_is_exactly_torchs(monkeypatch, two_threads_always, thread_splits,
+                                                         dtype, grad_layout):
+    """ReLU runs chunk by chunk in memory order (parallel.elementwise): many odd-sized chunks on
+    two threads, inf and NaN included, must give torch's bits in both directions."""
+    monkeypatch.setattr(parallel, "CHUNK_ELEMENTS", 7)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4, 3, 6)).astype(dtype).transpose(3, 0, 1, 2)      # batch-last memory
+    x[0, 0, 0, :3] = [0.0, -1.0, np.nan]
+    x[5, 4, 2, :2] = [-0.0, np.inf]
+    grad_out = rng.standard_normal(x.shape).astype(dtype)
+    grad_out[0, 0, 0, :3] = [np.inf, np.nan, -np.inf]
+    grad_out[5, 4, 2, :2] = [np.nan, np.nan]
+    leaf = mg.tensor(np.ascontiguousarray(x.transpose(1, 2, 3, 0)), requires_grad=True)
+    out = leaf.permute(3, 0, 1, 2).relu()                                        # a batch-last view
+    if grad_layout == "same":
+        out.backward(mg.tensor(np.ascontiguousarray(grad_out.transpose(1, 2, 3, 0))).permute(3, 0, 1, 2))
+    else:
+        out.backward(mg.tensor(grad_out))
+    theirs = torch.tensor(x, requires_grad=True)
+    torch_out = theirs.relu()
+    torch_out.backward(torch.tensor(grad_out))
+    np.testing.assert_array_equal(out.numpy(), torch_out.detach().numpy())
+    np.testing.assert_array_equal(leaf.grad.numpy().transpose(3, 0, 1, 2), theirs.grad.numpy())
+    assert len(thread_splits) == (2 if grad_layout == "same" else 1), "forward and (same layout) backward split"
+
+
+def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
+    batch_last = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)
+    flat, = parallel.flat_in_memory_order([batch_last])
+    np.testing.assert_array_equal(flat, np.arange(24.0))
+    assert np.shares_memory(flat, batch_last)
+    assert parallel.flat_in_memory_order([batch_last, np.zeros(batch_last.shape)]) is None
+    assert parallel.flat_in_memory_order([batch_last[:, :, ::2]]) is None                 # not dense
+
+
 def test_an_error_in_a_worker_thread_reaches_the_caller(two_threads_always):
     def work(part):
         if part.start > 0:
