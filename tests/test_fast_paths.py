@@ -436,9 +436,12 @@ def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
     check_pool("max_pool2d", dict(kernel_size=3, stride=2, padding=1), x, device)
 
 
+@pytest.mark.parametrize("chunk_elements", [2, 1 << 18], ids=["chunk-per-channel", "one-chunk"])
 @pytest.mark.parametrize("geometry, shape", POOL_CASES)
-def test_max_pool_split_between_threads_matches_torch_and_reference(device, two_threads_always, geometry, shape):
-    """Channels split between two threads; NaN windows and ties included."""
+def test_max_pool_split_between_threads_matches_torch_and_reference(device, monkeypatch, two_threads_always, geometry,
+                                                                    shape, chunk_elements):
+    """Channels in chunks split between two threads; NaN windows and ties included."""
+    monkeypatch.setattr(parallel, "CHUNK_ELEMENTS", chunk_elements)
     rng = np.random.default_rng(8)
     x = rng.integers(-1, 2, size=shape).astype(np.float64)
     x[rng.random(shape) < 0.1] = np.nan

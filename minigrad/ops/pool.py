@@ -37,16 +37,18 @@ class MaxPool2d(Function):
         rows, cols = pool_geometry(x_padded, kernel, stride)
         out = xp.empty((x_padded.shape[0], rows.stop, cols.stop, x_padded.shape[3]), dtype=x.dtype)
 
-        def max_over_offsets(channels):                                       # (C, OH, OW, N) for these channels
-            c = slice(channels.start, channels.stop)
-            for index, (kh, kw) in enumerate(kernel_offsets(kernel)):
-                candidate = x_padded[c][offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]
-                if index == 0:
-                    out[c] = candidate
-                else:
-                    xp.maximum(out[c], candidate, out=out[c])
+        chunks = channel_chunks(out)
+
+        def max_over_offsets(part):                                           # (C, OH, OW, N) for these channels
+            for c in (chunks[i] for i in part):
+                for index, (kh, kw) in enumerate(kernel_offsets(kernel)):
+                    candidate = x_padded[c][offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]
+                    if index == 0:
+                        out[c] = candidate
+                    else:
+                        xp.maximum(out[c], candidate, out=out[c])
         # Channels split between threads: memory-bound, but each core brings its own cache.
-        parallel.run_split(max_over_offsets, x_padded.shape[0], x_padded.size, xp)
+        parallel.run_split(max_over_offsets, len(chunks), x_padded.size, xp)
         # x_padded is the previous op's output (kept alive by it anyway) unless padding copied it.
         self.save_for_backward(x_padded, out)
         self.geometry = (kernel, stride, padding)
@@ -64,8 +66,13 @@ class MaxPool2d(Function):
         unclaimed = xp.ones(out.shape, dtype=bool)                             # windows not yet routed
         windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
 
-        def route_channels(channels):
-            c = slice(channels.start, channels.stop)
+        chunks = channel_chunks(out)
+
+        def route_channels(part):
+            for c in (chunks[i] for i in part):
+                route_chunk(c)
+
+        def route_chunk(c):                                                   # a few passes, in cache
             route = (x_padded[c], grad_out[c], grad_padded[c], unclaimed[c], stride)
             # First wins: visiting offsets in row-major order and routing each window's gradient to
             # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
@@ -75,8 +82,18 @@ class MaxPool2d(Function):
             # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
             if backend.may_be_true(unclaimed[c]):
                 route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False)
-        parallel.run_split(route_channels, x_padded.shape[0], x_padded.size, xp)
+        parallel.run_split(route_channels, len(chunks), x_padded.size, xp)
         return batch_first(unpad_spatial(grad_padded, padding))
+
+
+def channel_chunks(out):
+    """Slices of channels of the (C, OH, OW, N) output, each about ``parallel.CHUNK_ELEMENTS / 2``
+    values: the few passes over one chunk (compare, mask, route) then run in cache."""
+    if backend.xp_of(out) is not backend.np:  # CuPy: one kernel per pass is best
+        return [slice(0, out.shape[0])]
+    per_channel = max(1, out[0].size)
+    step = max(1, parallel.CHUNK_ELEMENTS // 2 // per_channel)
+    return [slice(first, min(first + step, out.shape[0])) for first in range(0, out.shape[0], step)]
 
 
 def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, may_overwrite):
