@@ -15,6 +15,10 @@ The fast evaluation (layout helpers in ops/layout.py):
   (C*KW, OW*N) values; the columns of output row i are then the KH gathered rows i*s ... i*s+KH-1,
   one evenly strided band, and one ``matmul`` over a strided view of the overlapping bands
   multiplies a whole block of output rows. Blocks are sized to stay in cache.
+- Few output channels (LeNet's first conv has 6): a product with 6 rows runs at a third of
+  BLAS's speed, so two output rows share one product. Their weights, shifted by the stride
+  along a band one row longer, make a matrix of 2*O/g rows (a sixth of it zeros for 5x5), and
+  the product runs about 1.6x faster (``rows_per_product``; RESULTS.md has the measurement).
 - Input gradient by the same trick: the rows of dout that input row h fed form one band of
   dout (with zero rows between them when the stride is > 1), so dx row h is one product,
   W_flipped @ band, cut to the rows that exist at the borders; then the adjoint of the width
@@ -36,6 +40,11 @@ from .layout import (add_width_back, band_blocks, bands, batch_first, batch_last
                      output_size, pad_spatial, pair, unpad_spatial)
 
 
+# Stack output rows in one product when a group has at most this many output channels
+# (LeNet's first conv, 6: 1.6x faster products; its second, 16: no gain measured).
+STACK_ROWS_UP_TO_CHANNELS = 8
+
+
 class ConvShape:
     """The sizes of one conv2d call (batch-last padded input, weight) and the moves they allow."""
 
@@ -48,6 +57,11 @@ class ConvShape:
         self.reach = dilation[0] * (self.kernel_h - 1) + 1
         self.out_hw = (output_size(self.padded_h, self.kernel_h, stride[0], 0, dilation[0]),
                        output_size(self.padded_w, self.kernel_w, stride[1], 0, dilation[1]))
+        # Output rows per product: R rows' bands are one band of (R-1)*s + reach rows. Worth it
+        # only for few output channels and when the longer band is mostly the R rows' own.
+        few_channels = self.out_channels // groups <= STACK_ROWS_UP_TO_CHANNELS
+        self.rows_per_product = 2 if few_channels and stride[0] == 1 and self.reach >= 3 else 1
+        self.stacked_rows = (self.rows_per_product - 1) * stride[0] + self.reach
 
     def output_blocks(self, xp):
         """(rows, cols) blocks of the output, each gathering about a cache's worth of input."""
@@ -90,12 +104,77 @@ class ConvShape:
         return dilated
 
     def band_weights(self, w):
-        """W as one matrix per group whose columns follow a band's rows: (g, 1, O/g, reach*C/g*KW)."""
-        dilated = self.dilated_weight(w).transpose(0, 1, 3, 2, 4)
-        return dilated.reshape(self.groups, 1, dilated.shape[1], -1)
+        """W as one matrix per group whose columns follow a band's rows, R output rows stacked:
+        (g, 1, R*O/g, stacked_rows*C/g*KW). Row block r holds W shifted by r*s band rows, zeros
+        elsewhere; its first O/g rows and reach*C/g*KW columns are the plain band weights."""
+        dilated = self.dilated_weight(w).transpose(0, 1, 3, 2, 4)              # (g, O/g, reach, C/g, KW)
+        rows, step = self.rows_per_product, self.stride[0]
+        if rows == 1:
+            return dilated.reshape(self.groups, 1, dilated.shape[1], -1)
+        stacked = backend.xp_of(w).zeros((self.groups, rows, dilated.shape[1], self.stacked_rows,
+                                          *dilated.shape[3:]), dtype=w.dtype)
+        for r in range(rows):
+            stacked[:, r, :, r * step:r * step + self.reach] = dilated
+        return stacked.reshape(self.groups, 1, rows * dilated.shape[1], -1)
+
+    def plain_weights(self, weights):
+        """The one-row band weights inside ``band_weights``' result: (g, 1, O/g, reach*C/g*KW)."""
+        return weights[:, :, :self.out_channels // self.groups, :self.reach * self.group_channels * self.kernel_w]
+
+    def multiply_bands(self, weights, gathered, target, bias_column):
+        """target = weights @ band + bias for each output row of a block, R rows per product.
+
+        gathered: (g, rows_in, C/g*KW, c*N); target: the (g, r, O/g, c*N) view of out. A stacked
+        product lands as (R, O/g) rows, copied into target with the bias added on the way; the
+        last r mod R rows, if any, get the plain product.
+        """
+        xp, rows = backend.xp_of(target), self.rows_per_product
+        num_rows, out_per_group, width = target.shape[1], target.shape[2], target.shape[3]
+        stacked = num_rows // rows * rows
+        if rows > 1 and stacked:
+            product = backend.matmul(weights, bands(gathered, stacked // rows, self.stacked_rows, rows * self.stride[0]))
+            product = product.reshape(self.groups, stacked // rows, rows, out_per_group, width)
+            split = target[:, :stacked].reshape(product.shape)                   # a view of out
+            if bias_column is None:
+                split[...] = product
+            else:
+                xp.add(product, bias_column[:, None], out=split)
+        if stacked == num_rows and rows > 1:
+            return
+        first = stacked if rows > 1 else 0
+        left = target[:, first:]
+        backend.matmul(self.plain_weights(weights) if rows > 1 else weights,
+                       bands(gathered[:, first * self.stride[0]:], num_rows - first, self.reach, self.stride[0]), out=left)
+        if bias_column is not None:
+            left += bias_column                                                  # while the block is in cache
+
+    def band_gradient(self, gathered, grad_rows):
+        """sum over a block's output rows of band @ dout^T, R rows per product: (g, reach*C/g*KW, O/g).
+
+        A stacked product pairs the stacked band with R rows of dout; row block r's gradient is
+        the part of it where row r's weights sit (shifted by r*s band rows), summed over r.
+        """
+        rows, step = self.rows_per_product, self.stride[0]
+        num_rows, out_per_group = grad_rows.shape[1], grad_rows.shape[2]
+        band_size = self.group_channels * self.kernel_w                      # values per band row
+        stacked = num_rows // rows * rows if rows > 1 else 0
+        total = None
+        if stacked:
+            dout = grad_rows[:, :stacked].reshape(self.groups, stacked // rows, rows * out_per_group, -1)  # a copy
+            # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin products
+            # faster than dout @ bands^T.
+            product = backend.matmul(bands(gathered, stacked // rows, self.stacked_rows, rows * step),
+                                     dout.transpose(0, 1, 3, 2)).sum(axis=1)     # (g, stacked_rows*M, R*O/g)
+            total = sum(product[:, r * step * band_size:(r * step + self.reach) * band_size,
+                                r * out_per_group:(r + 1) * out_per_group] for r in range(rows))
+        if stacked < num_rows:
+            plain = backend.matmul(bands(gathered[:, stacked * step:], num_rows - stacked, self.reach, step),
+                                   grad_rows[:, stacked:].transpose(0, 1, 3, 2)).sum(axis=1)
+            total = plain if total is None else total + plain
+        return total
 
     def weight_from_bands(self, grad_band_weights):
-        """The adjoint of ``band_weights``: (g, reach*C/g*KW, O/g) -> (O, C/g, KH, KW)."""
+        """The adjoint of ``plain_weights(band_weights(w))``: (g, reach*C/g*KW, O/g) -> (O, C/g, KH, KW)."""
         grad = grad_band_weights.reshape(self.groups, self.reach, self.group_channels, self.kernel_w, -1)
         grad = grad[:, ::self.dilation[0]].transpose(0, 4, 2, 1, 3)                    # (g, O/g, C/g, KH, KW)
         return grad.reshape(self.out_channels, self.group_channels, self.kernel_h, self.kernel_w)
@@ -107,7 +186,7 @@ class Conv2d(Function):
         x_padded = pad_spatial(batch_last(x), padding)                          # (C, Hp, Wp, N)
         shape = ConvShape(x_padded.shape, w.shape, stride, dilation, groups)
         x_grouped = shape.grouped(x_padded)                                     # (g, C/g, Hp, Wp, N)
-        weights = shape.band_weights(w)                                          # (g, 1, O/g, reach*C/g*KW)
+        weights = shape.band_weights(w)                                   # (g, 1, R*O/g, stacked_rows*C/g*KW)
         bias_column = bias[0].reshape(groups, 1, -1, 1) if bias else None
         out = xp.empty((w.shape[0], *shape.out_hw, shape.batch), dtype=x.dtype)  # (O, OH, OW, N): all written
         blocks = shape.output_blocks(xp)
@@ -116,9 +195,7 @@ class Conv2d(Function):
             for rows, cols in (blocks[i] for i in part):
                 gathered = shape.gather(x_grouped, rows, cols)
                 target = grouped_rows(out, groups, rows, cols)                    # (g, r, O/g, c*N) view of out
-                backend.matmul(weights, bands(gathered, target.shape[1], shape.reach, stride[0]), out=target)
-                if bias_column is not None:
-                    target += bias_column                                        # while the block is in cache
+                shape.multiply_bands(weights, gathered, target, bias_column)
         parallel.run_split(forward_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
         self.save_for_backward(x_padded, w)
         self.shape, self.padding = shape, padding
@@ -156,11 +233,7 @@ class Conv2d(Function):
                 rows, cols = blocks[i]
                 gathered = shape.gather(x_grouped, rows, cols)
                 grad_rows = grouped_rows(grad_out, shape.groups, rows, cols)                  # (g, r, O/g, c*N)
-                # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin
-                # products faster than dout @ bands^T.
-                products = backend.matmul(bands(gathered, grad_rows.shape[1], shape.reach, shape.stride[0]),
-                                          grad_rows.transpose(0, 1, 3, 2))                      # (g, r, K, O/g)
-                products.sum(axis=1, out=partials[i])
+                partials[i] = shape.band_gradient(gathered, grad_rows)                        # (g, K, O/g)
                 if with_bias:
                     grad_rows.sum(axis=(1, 3), out=bias_partials[i])
         parallel.run_split(weight_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
