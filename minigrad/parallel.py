@@ -76,9 +76,9 @@ def _blas_libraries():
 
 
 def run_split(work, count, size, xp, min_size=None):
-    """Call ``work(part)`` for contiguous ranges ``part`` covering ``range(count)``, in parallel
-    when the kernel touches at least ``min_size`` values (``size``; default
-    ``PARALLEL_MIN_ELEMENTS``) on the CPU.
+    """Call ``work(part)`` for interleaved ranges ``part`` (0, 2, 4... and 1, 3, 5... for two
+    threads) covering ``range(count)``, in parallel when the kernel touches at least ``min_size``
+    values (``size``; default ``PARALLEL_MIN_ELEMENTS``) on the CPU.
 
     The parts must write disjoint memory. The calling thread runs the first part itself.
     BLAS is held to one thread inside, threads or not: these kernels make many small products,
@@ -94,8 +94,9 @@ def run_split(work, count, size, xp, min_size=None):
         if num_parts < 2:
             work(range(count))
             return
-        bounds = [count * p // num_parts for p in range(num_parts + 1)]
-        parts = [range(bounds[p], bounds[p + 1]) for p in range(num_parts)]
+        # Every num_parts-th item to each thread: blocks of a kernel differ in size (a last, short
+        # row block), and interleaving shares them out evenly.
+        parts = [range(p, count, num_parts) for p in range(num_parts)]
         futures = [_pool().submit(work, part) for part in parts[1:]]
         work(parts[0])
         for future in futures:
