@@ -18,6 +18,7 @@ Read next: ``backend.py`` (NumPy or CuPy underneath everything).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -75,20 +76,22 @@ def _blas_libraries():
     return _blas
 
 
-def run_split(work, count, size, xp, min_size=None):
+def run_split(work, count, size, xp, min_size=None, uses_blas=True):
     """Call ``work(part)`` for interleaved ranges ``part`` (0, 2, 4... and 1, 3, 5... for two
     threads) covering ``range(count)``, in parallel when the kernel touches at least ``min_size``
     values (``size``; default ``PARALLEL_MIN_ELEMENTS``) on the CPU.
 
     The parts must write disjoint memory. The calling thread runs the first part itself.
-    BLAS is held to one thread inside, threads or not: these kernels make many small products,
-    on which BLAS's own threads only spin (and on a busy machine spin for a long time); and a
-    product is then computed the same way, to the bit, with any ``num_threads``.
+    When the work ``uses_blas``, BLAS is held to one thread inside, threads or not: these kernels
+    make many small products, on which BLAS's own threads only spin (and on a busy machine spin
+    for a long time); and a product is then computed the same way, to the bit, with any
+    ``num_threads``. (Holding and releasing BLAS costs ~16 us: kernels without products skip it.)
     """
     if xp is not backend.np:  # the GPU has its own threads
         work(range(count))
         return
-    with _blas_libraries().limit(limits=1):  # scoped: the user's own NumPy calls keep their BLAS threads
+    # Scoped: the user's own NumPy calls keep their BLAS threads.
+    with _blas_libraries().limit(limits=1) if uses_blas else contextlib.nullcontext():
         threshold = PARALLEL_MIN_ELEMENTS if min_size is None else min_size
         num_parts = min(count, num_threads) if size >= threshold else 1
         if num_parts < 2:
@@ -160,4 +163,4 @@ def elementwise(work, *arrays):
         for chunk in part:
             window = slice(chunk * CHUNK_ELEMENTS, (chunk + 1) * CHUNK_ELEMENTS)
             work(*(flat[window] for flat in flats))
-    run_split(chunks, -(-flats[0].size // CHUNK_ELEMENTS), flats[0].size * len(flats), xp)
+    run_split(chunks, -(-flats[0].size // CHUNK_ELEMENTS), flats[0].size * len(flats), xp, uses_blas=False)

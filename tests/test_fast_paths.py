@@ -273,6 +273,15 @@ def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
     assert parallel.flat_in_memory_order([batch_last[:, :, ::2]]) is None                 # not dense
 
 
+def test_kernels_without_products_leave_blas_alone(two_threads_always):
+    from threadpoolctl import threadpool_limits
+    seen = []
+    with threadpool_limits(limits=2, user_api="blas"):
+        parallel.run_split(lambda part: seen.append(blas_threads()), 2, size=1, xp=np, uses_blas=False)
+        after = blas_threads()
+    assert seen == [after, after] and after == [2] * len(after)
+
+
 def test_an_error_in_a_worker_thread_reaches_the_caller(two_threads_always):
     def work(part):
         if part.start > 0:

@@ -61,7 +61,7 @@ def batch_last(x):
         for chunk in chunks:
             images = slice(chunk * images_per_copy, (chunk + 1) * images_per_copy)
             out[..., images] = view[..., images]
-    parallel.run_split(copy_images, -(-x.shape[0] // images_per_copy), x.size, xp)
+    parallel.run_split(copy_images, -(-x.shape[0] // images_per_copy), x.size, xp, uses_blas=False)
     return out
 
 

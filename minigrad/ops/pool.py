@@ -48,7 +48,7 @@ class MaxPool2d(Function):
                     else:
                         xp.maximum(out[c], candidate, out=out[c])
         # Channels split between threads: memory-bound, but each core brings its own cache.
-        parallel.run_split(max_over_offsets, len(chunks), x_padded.size, xp)
+        parallel.run_split(max_over_offsets, len(chunks), x_padded.size, xp, uses_blas=False)
         # x_padded is the previous op's output (kept alive by it anyway) unless padding copied it.
         self.save_for_backward(x_padded, out)
         self.geometry = (kernel, stride, padding)
@@ -82,7 +82,7 @@ class MaxPool2d(Function):
             # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
             if backend.may_be_true(unclaimed[c]):
                 route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False)
-        parallel.run_split(route_channels, len(chunks), x_padded.size, xp)
+        parallel.run_split(route_channels, len(chunks), x_padded.size, xp, uses_blas=False)
         return batch_first(unpad_spatial(grad_padded, padding))
 
 
