@@ -27,8 +27,9 @@ from . import backend
 
 # Below this many values touched by a kernel, one thread is faster than two (hand-off costs).
 PARALLEL_MIN_ELEMENTS = 1 << 20
-# Below this many multiply-adds a matrix product stays on one thread (about 0.25 ms of work).
-PARALLEL_MIN_PRODUCT = 1 << 23
+# Below this many multiply-adds a matrix product or a convolution stays on one thread (~0.5 ms;
+# LeNet at batch 32 measured faster on one thread, at batch 128 faster on two).
+PARALLEL_MIN_PRODUCT = 1 << 24
 PRODUCT_ROWS = 64        # rows per block of a big product (parallel.matmul)
 CHUNK_ELEMENTS = 1 << 18  # values per chunk of an elementwise pass (measured best on LeNet; 2^14: 3x slower)
 

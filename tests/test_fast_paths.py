@@ -93,6 +93,15 @@ def test_conv2d_matches_torch_for_any_block_size(device, config, block_elements,
         check_conv(options, *arrays, device=device)
 
 
+@pytest.mark.parametrize("out_h, block_elements", [(28, 256 * 1024), (27, 9000), (10, 500), (5, 1), (1, 10)])
+def test_row_blocks_cover_the_output_in_multiples_of_the_stacked_rows(out_h, block_elements):
+    from minigrad.ops.layout import band_blocks
+    row_blocks, _ = band_blocks((out_h, 7), 300, 5, 1, block_elements, row_multiple=2)
+    assert [r for block in row_blocks for r in range(block.start, block.stop)] == list(range(out_h))
+    sizes = [block.stop - block.start for block in row_blocks]
+    assert all(size % 2 == 0 for size in sizes[:-1]) or sizes[0] == 1, sizes
+
+
 def test_conv2d_of_data_computes_no_input_gradient_and_right_weight_gradient(device):
     """The first layer's input is data: its gradient is skipped, the weight's still matches."""
     (x, weight, bias), options = conv_problem(CONV_GEOMETRIES[2].values[0])
@@ -112,6 +121,7 @@ def two_threads_always(monkeypatch):
     """Every conv kernel split between two threads, however small."""
     monkeypatch.setattr(parallel, "num_threads", 2)
     monkeypatch.setattr(parallel, "PARALLEL_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 0)
 
 
 @pytest.fixture
@@ -142,7 +152,7 @@ def conv_results(arrays, options, dtype):
 # Big enough for the default threshold: (batch, in, out, height, width, kernel, stride, padding, dilation, groups)
 THREADED_GEOMETRIES = [
     pytest.param((64, 8, 6, 24, 24, (5, 5), (1, 1), (0, 0), (1, 1), 1), id="lenet-conv2-like"),
-    pytest.param((67, 6, 4, 23, 25, (3, 4), (2, 1), (2, 1), (2, 1), 2), id="odd-strided-dilated-groups"),
+    pytest.param((211, 6, 8, 23, 25, (3, 4), (2, 1), (2, 1), (2, 1), 2), id="odd-strided-dilated-groups"),
 ]
 
 
@@ -206,11 +216,11 @@ def linear_results(x, w, b, dtype):
 def test_linear_layer_products_split_by_rows_give_the_same_bits_and_match_torch(monkeypatch, thread_splits, dtype):
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal((301, 403)), rng.standard_normal((121, 403)), rng.standard_normal(121)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 0)
     monkeypatch.setattr(parallel, "num_threads", 1)
     one = linear_results(x, w, b, dtype)
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 0)
     two = linear_results(x, w, b, dtype)
     assert len(thread_splits) == 3, "forward, input gradient and weight gradient each split in two"
     for name in one:

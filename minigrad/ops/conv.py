@@ -63,10 +63,15 @@ class ConvShape:
         self.rows_per_product = 2 if few_channels and stride[0] == 1 and self.reach >= 3 else 1
         self.stacked_rows = (self.rows_per_product - 1) * stride[0] + self.reach
 
+    def multiply_adds(self):
+        """Multiply-adds of the forward product (and of each gradient's): what decides threads."""
+        return self.out_channels * self.out_hw[0] * self.out_hw[1] * self.batch * self.group_channels * self.kernel_h * self.kernel_w
+
     def output_blocks(self, xp):
         """(rows, cols) blocks of the output, each gathering about a cache's worth of input."""
         row_blocks, col_blocks = band_blocks(self.out_hw, self.channels * self.kernel_w * self.batch, self.reach,
-                                             self.stride[0], backend.conv_block_elements(xp))
+                                             self.stride[0], backend.conv_block_elements(xp),
+                                             row_multiple=self.rows_per_product)
         return [(rows, cols) for rows in row_blocks for cols in col_blocks]
 
     def grouped(self, x_padded):
@@ -196,7 +201,7 @@ class Conv2d(Function):
                 gathered = shape.gather(x_grouped, rows, cols)
                 target = grouped_rows(out, groups, rows, cols)                    # (g, r, O/g, c*N) view of out
                 shape.multiply_bands(weights, gathered, target, bias_column)
-        parallel.run_split(forward_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
+        parallel.run_split(forward_blocks, len(blocks), shape.multiply_adds(), xp, min_size=parallel.PARALLEL_MIN_PRODUCT)
         self.save_for_backward(x_padded, w)
         self.shape, self.padding = shape, padding
         return batch_first(out)
@@ -236,7 +241,7 @@ class Conv2d(Function):
                 partials[i] = shape.band_gradient(gathered, grad_rows)                        # (g, K, O/g)
                 if with_bias:
                     grad_rows.sum(axis=(1, 3), out=bias_partials[i])
-        parallel.run_split(weight_blocks, len(blocks), x_padded.size * shape.kernel_w, xp)
+        parallel.run_split(weight_blocks, len(blocks), shape.multiply_adds(), xp, min_size=parallel.PARALLEL_MIN_PRODUCT)
         # Summed in block order, never in thread order: the same bits with any number of threads.
         grad_b = bias_partials.sum(axis=0).reshape(-1) if with_bias else None
         return shape.weight_from_bands(partials.sum(axis=0)), grad_b
@@ -286,7 +291,7 @@ class Conv2d(Function):
                     add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
                                                       shape.kernel_w, cols.stop - cols.start, shape.batch),
                                    grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
-        parallel.run_split(input_rows, len(row_blocks), grad_padded.size * shape.kernel_w, xp)
+        parallel.run_split(input_rows, len(row_blocks), shape.multiply_adds(), xp, min_size=parallel.PARALLEL_MIN_PRODUCT)
         return grad_padded
 
 

@@ -145,12 +145,14 @@ def grouped_rows(array, groups, rows, cols):
 
 # ----------------------------------------------------------------------------- blocks
 BAND_ROWS_WANTED = 8   # output rows per block when they fit: KH-1 of every KH+7 gathered rows are shared
-def band_blocks(out_hw, values_per_row_column, band_rows, row_step, block_elements, min_row_blocks=1):
+def band_blocks(out_hw, values_per_row_column, band_rows, row_step, block_elements, min_row_blocks=1,
+                row_multiple=1):
     """Cut the output into blocks of rows x columns whose gathered rows hold about ``block_elements``.
 
     Rows first: a block aims at ``BAND_ROWS_WANTED`` output rows, so that overlapping bands share
     their gathered rows; columns are cut to make that fit, then rows fill what is left (at least
-    ``min_row_blocks`` row blocks). The cut depends only on the sizes, never on the thread count.
+    ``min_row_blocks`` row blocks), a multiple of ``row_multiple`` rows when there is room for
+    one. The cut depends only on the sizes, never on the thread count.
     Returns the row slices and the column slices.
     """
     out_h, out_w = out_hw
@@ -159,6 +161,8 @@ def band_blocks(out_hw, values_per_row_column, band_rows, row_step, block_elemen
     num_cols = min(out_w, max(1, block_elements // (rows_wanted * per_column)))
     rows_in = block_elements // (num_cols * per_column)
     num_rows = min(-(-out_h // min_row_blocks), max(1, (rows_in - band_rows) // row_step + 1))
+    if num_rows < out_h:
+        num_rows = max(num_rows // row_multiple * row_multiple, min(num_rows, row_multiple))
     row_blocks = [slice(top, min(top + num_rows, out_h)) for top in range(0, out_h, num_rows)]
     col_blocks = [slice(left, min(left + num_cols, out_w)) for left in range(0, out_w, num_cols)]
     return row_blocks, col_blocks
