@@ -197,18 +197,23 @@ def measure(args):
     for batch_size in args.batch_sizes:
         common = ["--batch-size", str(batch_size), "--device", args.device,
                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
-        best = {}
-        for _ in range(args.repeats):  # alternate frameworks so a busy moment hits both
-            for framework in ("torch", "minigrad"):
+        rounds = []
+        for round_index in range(args.repeats):  # alternate frameworks so a busy moment hits both
+            order = ("torch", "minigrad") if round_index % 2 == 0 else ("minigrad", "torch")
+            result = {}
+            for framework in order:
                 idle_before = wait_until_idle(args.wait_for_idle)
-                result = dict(spawn(["--worker", framework, *common], args.threads), idle_before=idle_before)
-                if framework not in best or result["images_per_s"] > best[framework]["images_per_s"]:
-                    best[framework] = result
-        mg, pt = best["minigrad"], best["torch"]
+                result[framework] = dict(spawn(["--worker", framework, *common], args.threads), idle_before=idle_before)
+            rounds.append(result)
+        # On a noisy machine each round's ratio compares two runs seconds apart; the median of
+        # the rounds' ratios (and their spread) is the figure to quote.
+        ratios = [r["minigrad"]["images_per_s"] / r["torch"]["images_per_s"] for r in rounds]
+        mg, pt = (median_run([r[framework] for r in rounds]) for framework in ("minigrad", "torch"))
         rows.append({
             "batch_size": batch_size,
             "minigrad_images_per_s": mg["images_per_s"], "torch_images_per_s": pt["images_per_s"],
-            "ratio": mg["images_per_s"] / pt["images_per_s"],
+            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "round_ratios": ratios,
             "minigrad_peak_rss_mib": mg["peak_rss_mib"], "torch_peak_rss_mib": pt["peak_rss_mib"],
             "rss_ratio": mg["peak_rss_mib"] / pt["peak_rss_mib"],
             "minigrad_gflops": mg["images_per_s"] * flops_per_image / 1e9,
@@ -219,7 +224,7 @@ def measure(args):
             "minigrad_cpu_ms_per_step": 1e3 * mg["median_cpu_s_per_step"],
             "torch_cpu_ms_per_step": 1e3 * pt["median_cpu_s_per_step"],
         })
-    return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+    return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
             "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine["gemm_gflops"],
             "numpy_blas": machine["numpy_blas"],
             # Other processes skew wall-clock ratios (2-thread PyTorch suffers most): check these.
@@ -227,18 +232,24 @@ def measure(args):
             "results": rows}
 
 
+def median_run(runs):
+    """The run with the median throughput (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda run: run["images_per_s"])[(len(runs) - 1) // 2]
+
+
 def print_table(report):
     print(f"LeNet training step, device={report['device']}, threads={report['threads']}, "
-          f"median of {report['steps']} steps after {report['warmup']} warm-up; "
+          f"median of {report['steps']} steps after {report['warmup']} warm-up; ratio: median of "
+          f"{report['repeats']} alternating rounds; "
           f"NumPy ({report['numpy_blas']}) float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s; load average "
           f"{report['load_average_1min_before']:.1f} before, {report['load_average_1min_after']:.1f} after")
-    header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} " \
+    header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} {'ratio spread':>13} " \
              f"{'mg GFLOP/s':>11} {'pt GFLOP/s':>11} {'mg RSS MiB':>11} {'pt RSS MiB':>11} {'RSS ratio':>9} " \
              f"{'mg CPU ms':>10} {'pt CPU ms':>10} {'idle before mg/pt':>18}"
     print(header)
     for row in report["results"]:
         print(f"{row['batch_size']:>6} {row['minigrad_images_per_s']:>15.0f} {row['torch_images_per_s']:>12.0f} "
-              f"{row['ratio']:>6.2f} {row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
+              f"{row['ratio']:>6.2f} {row['ratio_min']:>6.2f}-{row['ratio_max']:<6.2f} {row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
               f"{row['minigrad_peak_rss_mib']:>11.0f} {row['torch_peak_rss_mib']:>11.0f} {row['rss_ratio']:>9.2f} "
               f"{row['minigrad_cpu_ms_per_step']:>10.1f} {row['torch_cpu_ms_per_step']:>10.1f} "
               f"{row['minigrad_idle_before']:>12.0%} / {row['torch_idle_before']:.0%}")
@@ -254,7 +265,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps; the median is reported (default 15)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="fresh processes per framework and batch size; the fastest is kept (default 1)")
+                        help="alternating rounds, a fresh process per framework in each; the median of the "
+                             "rounds' ratios is reported with its spread (default 1)")
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
                         help="on a shared machine, wait up to SECONDS before each run for the cores to be "
                              "90%% idle (the idle share seen is reported; default 0: do not wait)")
