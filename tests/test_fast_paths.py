@@ -165,7 +165,7 @@ def test_conv2d_gives_the_same_bits_with_one_and_two_threads(monkeypatch, thread
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
     two = conv_results(arrays, options, dtype)
-    assert len(thread_splits) == 3, "forward, weight gradient and input gradient each split in two"
+    assert len(thread_splits) >= 3, "forward, weight gradient and input gradient (and transposes) split in two"
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
 
