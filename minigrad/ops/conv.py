@@ -43,6 +43,8 @@ from .layout import (add_width_back, band_blocks, bands, batch_first, batch_last
 # Stack output rows in one product when a group has at most this many output channels
 # (LeNet's first conv, 6: 1.6x faster products; its second, 16: no gain measured).
 STACK_ROWS_UP_TO_CHANNELS = 8
+# The input gradient is cut into at least this many blocks of whole rows (threads take whole rows).
+INPUT_ROW_BLOCKS = 2
 
 
 class ConvShape:
@@ -270,7 +272,7 @@ class Conv2d(Function):
         # Whole rows per thread (their width adds overlap between column blocks).
         row_blocks, col_blocks = band_blocks((shape.padded_h - 2 * top, out_w),
                                              (shape.channels * shape.kernel_w + shape.out_channels) * shape.batch,
-                                             reach, 1, backend.conv_block_elements(xp), min_row_blocks=2)
+                                             reach, 1, backend.conv_block_elements(xp), min_row_blocks=INPUT_ROW_BLOCKS)
 
         def input_rows(part):
             for block in (row_blocks[i] for i in part):
