@@ -18,7 +18,8 @@ The fast evaluation (layout helpers in ops/layout.py):
 - Few output channels (LeNet's first conv has 6): a product with 6 rows runs at a third of
   BLAS's speed, so two output rows share one product. Their weights, shifted by the stride
   along a band one row longer, make a matrix of 2*O/g rows (a sixth of it zeros for 5x5), and
-  the product runs about 1.6x faster (``rows_per_product``; RESULTS.md has the measurement).
+  the product runs about 1.6x faster (``rows_per_product``; on NumPy only, see
+  ``backend.stacks_conv_rows``; RESULTS.md has the measurement).
 - Input gradient by the same trick: the rows of dout that input row h fed form one band of
   dout (with zero rows between them when the stride is > 1), so dx row h is one product,
   W_flipped @ band, cut to the rows that exist at the borders; then the adjoint of the width
@@ -50,7 +51,7 @@ INPUT_ROW_BLOCKS = 2
 class ConvShape:
     """The sizes of one conv2d call (batch-last padded input, weight) and the moves they allow."""
 
-    def __init__(self, padded_shape, weight_shape, stride, dilation, groups):
+    def __init__(self, padded_shape, weight_shape, stride, dilation, groups, xp):
         self.channels, self.padded_h, self.padded_w, self.batch = padded_shape
         self.out_channels, self.group_channels, self.kernel_h, self.kernel_w = weight_shape
         self.stride, self.dilation, self.groups = stride, dilation, groups
@@ -62,7 +63,8 @@ class ConvShape:
         # Output rows per product: R rows' bands are one band of (R-1)*s + reach rows. Worth it
         # only for few output channels and when the longer band is mostly the R rows' own.
         few_channels = self.out_channels // groups <= STACK_ROWS_UP_TO_CHANNELS
-        self.rows_per_product = 2 if few_channels and stride[0] == 1 and self.reach >= 3 else 1
+        stack = backend.stacks_conv_rows(xp) and few_channels and stride[0] == 1 and self.reach >= 3
+        self.rows_per_product = 2 if stack else 1
         self.stacked_rows = (self.rows_per_product - 1) * stride[0] + self.reach
 
     def multiply_adds(self):
@@ -191,7 +193,7 @@ class Conv2d(Function):
     def forward(self, x, w, *bias, stride, padding, dilation, groups):
         xp = backend.xp_of(x)
         x_padded = pad_spatial(batch_last(x), padding)                          # (C, Hp, Wp, N)
-        shape = ConvShape(x_padded.shape, w.shape, stride, dilation, groups)
+        shape = ConvShape(x_padded.shape, w.shape, stride, dilation, groups, xp)
         x_grouped = shape.grouped(x_padded)                                     # (g, C/g, Hp, Wp, N)
         weights = shape.band_weights(w)                                   # (g, 1, R*O/g, stacked_rows*C/g*KW)
         bias_column = bias[0].reshape(groups, 1, -1, 1) if bias else None
