@@ -1,13 +1,19 @@
-"""Both CPU cores for the heavy conv kernels: a small persistent pool of worker threads.
+"""Both CPU cores for the heavy kernels: a small persistent pool of worker threads.
 
 NumPy releases the GIL inside its copies, ufunc loops and BLAS calls on large arrays, so
-Python threads running NumPy code run truly in parallel. A kernel that is big enough
-(``PARALLEL_MIN_ELEMENTS``) is split once into disjoint parts whose writes never overlap
-(ops/conv.py splits its blocks of rows, ops/pool.py its channels, ops/layout.py the images it
-transposes); each part runs on its own thread. Below the threshold everything stays on the
-calling thread: a thread hand-off costs 40-60 us, more than small batches gain. BLAS is held
-to one thread inside these kernels either way, so that two levels of threads never fight over
-the cores. Pooling and transposes are memory-bound: they gain less than the products.
+Python threads running NumPy code run truly in parallel. A kernel that is big enough is split
+once into disjoint parts whose writes never overlap, and the parts are dealt out in turn
+(``run_split``): ops/conv.py splits its blocks of rows, ops/pool.py its channel chunks,
+ops/layout.py the images it transposes, ``matmul`` (the linear layers) blocks of 64 rows, and
+``elementwise`` (ReLU) chunks of memory. "Big enough" is counted in multiply-adds for products
+(``PARALLEL_MIN_PRODUCT``) and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
+below that everything stays on the calling thread: a thread hand-off costs 40-60 us, more
+than small batches gain (LeNet at batch 32 runs fastest on one thread).
+
+BLAS is held to one thread inside the kernels that multiply, so that two levels of threads
+never fight over the cores: after a threaded call OpenBLAS's own workers spin for a while,
+holding the core that minigrad's next kernel wants. The limit is scoped to minigrad's kernels;
+the user's own NumPy calls keep their BLAS threads.
 
 ``MINIGRAD_NUM_THREADS`` sets the number of threads (default: the cores this process may use;
 1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
