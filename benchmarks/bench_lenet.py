@@ -205,14 +205,15 @@ def measure(args):
                 idle_before = wait_until_idle(args.wait_for_idle)
                 result[framework] = dict(spawn(["--worker", framework, *common], args.threads), idle_before=idle_before)
             rounds.append(result)
-        # On a noisy machine each round's ratio compares two runs seconds apart; the median of
-        # the rounds' ratios (and their spread) is the figure to quote.
+        # On a noisy machine each round's ratio compares two runs seconds apart: the round with
+        # the median ratio (the lower middle one for an even count) is reported, with the spread.
         ratios = [r["minigrad"]["images_per_s"] / r["torch"]["images_per_s"] for r in rounds]
-        mg, pt = (median_run([r[framework] for r in rounds]) for framework in ("minigrad", "torch"))
+        median_round = sorted(range(len(rounds)), key=ratios.__getitem__)[(len(rounds) - 1) // 2]
+        mg, pt = rounds[median_round]["minigrad"], rounds[median_round]["torch"]
         rows.append({
             "batch_size": batch_size,
             "minigrad_images_per_s": mg["images_per_s"], "torch_images_per_s": pt["images_per_s"],
-            "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "ratio": ratios[median_round], "ratio_min": min(ratios), "ratio_max": max(ratios),
             "round_ratios": ratios,
             "minigrad_peak_rss_mib": mg["peak_rss_mib"], "torch_peak_rss_mib": pt["peak_rss_mib"],
             "rss_ratio": mg["peak_rss_mib"] / pt["peak_rss_mib"],
@@ -224,7 +225,8 @@ def measure(args):
             "minigrad_cpu_ms_per_step": 1e3 * mg["median_cpu_s_per_step"],
             "torch_cpu_ms_per_step": 1e3 * pt["median_cpu_s_per_step"],
         })
-    return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
+    return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
+            "repeats": args.repeats,
             "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine["gemm_gflops"],
             "numpy_blas": machine["numpy_blas"],
             # Other processes skew wall-clock ratios (2-thread PyTorch suffers most): check these.
@@ -232,15 +234,10 @@ def measure(args):
             "results": rows}
 
 
-def median_run(runs):
-    """The run with the median throughput (the lower middle one for an even count)."""
-    return sorted(runs, key=lambda run: run["images_per_s"])[(len(runs) - 1) // 2]
-
-
 def print_table(report):
     print(f"LeNet training step, device={report['device']}, threads={report['threads']}, "
-          f"median of {report['steps']} steps after {report['warmup']} warm-up; ratio: median of "
-          f"{report['repeats']} alternating rounds; "
+          f"median of {report['steps']} steps after {report['warmup']} warm-up; the round with the median "
+          f"ratio of {report['repeats']} alternating rounds; "
           f"NumPy ({report['numpy_blas']}) float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s; load average "
           f"{report['load_average_1min_before']:.1f} before, {report['load_average_1min_after']:.1f} after")
     header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} {'ratio spread':>13} " \
@@ -249,7 +246,8 @@ def print_table(report):
     print(header)
     for row in report["results"]:
         print(f"{row['batch_size']:>6} {row['minigrad_images_per_s']:>15.0f} {row['torch_images_per_s']:>12.0f} "
-              f"{row['ratio']:>6.2f} {row['ratio_min']:>6.2f}-{row['ratio_max']:<6.2f} {row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
+              f"{row['ratio']:>6.2f} {row['ratio_min']:>6.2f}-{row['ratio_max']:<6.2f} "
+              f"{row['minigrad_gflops']:>11.1f} {row['torch_gflops']:>11.1f} "
               f"{row['minigrad_peak_rss_mib']:>11.0f} {row['torch_peak_rss_mib']:>11.0f} {row['rss_ratio']:>9.2f} "
               f"{row['minigrad_cpu_ms_per_step']:>10.1f} {row['torch_cpu_ms_per_step']:>10.1f} "
               f"{row['minigrad_idle_before']:>12.0%} / {row['torch_idle_before']:.0%}")
@@ -265,8 +263,8 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps; the median is reported (default 15)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="alternating rounds, a fresh process per framework in each; the median of the "
-                             "rounds' ratios is reported with its spread (default 1)")
+                        help="alternating rounds, a fresh process per framework in each; the round with "
+                             "the median ratio is reported, with the spread of all (default 1)")
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
                         help="on a shared machine, wait up to SECONDS before each run for the cores to be "
                              "90%% idle (the idle share seen is reported; default 0: do not wait)")

@@ -25,6 +25,7 @@ Read next: ``backend.py`` (NumPy or CuPy underneath everything).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,6 @@ PARALLEL_MIN_ELEMENTS = 1 << 18
 # LeNet at batch 32 measured faster on one thread, at batch 128 faster on two).
 PARALLEL_MIN_PRODUCT = 1 << 24
 PRODUCT_ROWS = 64        # rows per block of a big product (parallel.matmul)
-CHUNK_ELEMENTS = 1 << 18  # values per chunk of an elementwise pass (measured best on LeNet; 2^14: 3x slower)
 
 
 def default_num_threads() -> int:
@@ -86,8 +86,9 @@ def _blas_libraries():
 
 def run_split(work, count, size, xp, min_size=None, uses_blas=True):
     """Call ``work(part)`` for interleaved ranges ``part`` (0, 2, 4... and 1, 3, 5... for two
-    threads) covering ``range(count)``, in parallel when the kernel touches at least ``min_size``
-    values (``size``; default ``PARALLEL_MIN_ELEMENTS``) on the CPU.
+    threads) covering ``range(count)``, in parallel when the kernel's ``size`` (values touched,
+    or multiply-adds for products) is at least ``min_size`` (default ``PARALLEL_MIN_ELEMENTS``)
+    on the CPU.
 
     The parts must write disjoint memory. The calling thread runs the first part itself.
     When the work ``uses_blas``, BLAS is held to one thread inside, threads or not: these kernels
@@ -114,30 +115,41 @@ def run_split(work, count, size, xp, min_size=None, uses_blas=True):
             future.result()  # re-raises a worker's exception here
 
 
+def run_products(work, count, multiply_adds, xp):
+    """``run_split`` for a kernel of matrix products, on two threads from ``PARALLEL_MIN_PRODUCT``
+    multiply-adds (a convolution's work is its products, not the values it gathers)."""
+    run_split(work, count, multiply_adds, xp, min_size=PARALLEL_MIN_PRODUCT)
+
+
 def matmul(a, b):
-    """``a @ b`` for the linear layers: BLAS held to one thread, and a big 2-d product cut into
-    blocks of ``PRODUCT_ROWS`` rows that minigrad's threads share.
+    """``a @ b`` for ops/linalg.py (the linear layers): a big 2-d product is cut into blocks of
+    ``PRODUCT_ROWS`` rows that minigrad's threads share, with BLAS held to one thread.
 
     Why not BLAS's own threads: after each threaded call OpenBLAS's workers spin for a while
     waiting for more work, holding the second core that minigrad's next kernel wants (a LeNet
-    step at batch 512 took 30% longer). Rows of a product are independent; the blocks depend
-    only on the sizes (BLAS may round a 150-row product differently from a 300-row one), so
-    the bits do not depend on ``num_threads``.
+    step at batch 512 took 30% longer). Small products stay on one thread for the same reason.
+    A big product that is not cut (batched, or too few rows) keeps BLAS's own threads. Rows of
+    a product are independent; the blocks depend only on the sizes (BLAS may round a 150-row
+    product differently from a 300-row one), so the bits do not depend on ``num_threads``.
     """
     xp = backend.xp_of(a)
     if xp is not backend.np:
         return xp.matmul(a, b)
-    macs = a.shape[0] * a.shape[1] * b.shape[-1] if a.ndim == 2 and b.ndim == 2 else 0
+    rows = a.shape[-2] if a.ndim > 1 else 1
+    cols = b.shape[-1] if b.ndim > 1 else 1
+    macs = math.prod(xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])) * rows * a.shape[-1] * cols
     if macs < PARALLEL_MIN_PRODUCT:
         with _blas_libraries().limit(limits=1):
             return xp.matmul(a, b)
-    out = xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b))
+    if a.ndim != 2 or b.ndim != 2 or rows <= PRODUCT_ROWS:
+        return xp.matmul(a, b)
+    out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
 
     def product_rows(blocks):
         for block in blocks:
             rows = slice(block * PRODUCT_ROWS, (block + 1) * PRODUCT_ROWS)
             xp.matmul(a[rows], b, out=out[rows])
-    run_split(product_rows, -(-a.shape[0] // PRODUCT_ROWS), macs, xp, min_size=PARALLEL_MIN_PRODUCT)
+    run_products(product_rows, -(-a.shape[0] // PRODUCT_ROWS), macs, xp)
     return out
 
 
@@ -162,13 +174,14 @@ def elementwise(work, *arrays):
     and CuPy arrays (one kernel each is best there), get one ``work(*arrays)``.
     """
     xp = backend.xp_of(arrays[0])
-    flats = flat_in_memory_order(arrays) if xp is backend.np else None
+    chunk = backend.chunk_elements(xp)
+    flats = flat_in_memory_order(arrays) if chunk is not None else None
     if flats is None:
         work(*arrays)
         return
 
     def chunks(part):
-        for chunk in part:
-            window = slice(chunk * CHUNK_ELEMENTS, (chunk + 1) * CHUNK_ELEMENTS)
+        for index in part:
+            window = slice(index * chunk, (index + 1) * chunk)
             work(*(flat[window] for flat in flats))
-    run_split(chunks, -(-flats[0].size // CHUNK_ELEMENTS), flats[0].size * len(flats), xp, uses_blas=False)
+    run_split(chunks, -(-flats[0].size // chunk), flats[0].size * len(flats), xp, uses_blas=False)

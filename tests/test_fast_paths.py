@@ -93,13 +93,24 @@ def test_conv2d_matches_torch_for_any_block_size(device, config, block_elements,
         check_conv(options, *arrays, device=device)
 
 
-@pytest.mark.parametrize("out_h, block_elements", [(28, 256 * 1024), (27, 9000), (10, 500), (5, 1), (1, 10)])
-def test_row_blocks_cover_the_output_in_multiples_of_the_stacked_rows(out_h, block_elements):
+@pytest.mark.parametrize("out_h, block_elements, min_row_blocks", [
+    (28, 40 * 300 * 7, 1), (27, 9000, 1), (28, 256 * 1024, 3), (13, 6 * 300 * 7, 1), (5, 1, 1), (1, 10, 1)])
+def test_row_blocks_cover_the_output_in_multiples_of_the_stacked_rows(out_h, block_elements, min_row_blocks):
     from minigrad.ops.layout import band_blocks
-    row_blocks, _ = band_blocks((out_h, 7), 300, 5, 1, block_elements, row_multiple=2)
+    row_blocks, _ = band_blocks((out_h, 7), 300, 5, 1, block_elements, min_row_blocks, row_multiple=2)
     assert [r for block in row_blocks for r in range(block.start, block.stop)] == list(range(out_h))
     sizes = [block.stop - block.start for block in row_blocks]
-    assert all(size % 2 == 0 for size in sizes[:-1]) or sizes[0] == 1, sizes
+    assert len(sizes) >= min_row_blocks
+    assert all(size % 2 == 0 for size in sizes[:-1]) or sizes[0] == 1 == block_elements, sizes
+
+
+def test_two_output_rows_share_a_product_only_for_few_channels_at_stride_one_on_numpy():
+    from minigrad.ops.conv import ConvShape
+    lenet_conv1 = ConvShape((3, 32, 32, 8), (6, 3, 5, 5), (1, 1), (1, 1), 1, np)
+    assert lenet_conv1.rows_per_product == 2 and lenet_conv1.stacked_rows == 6
+    assert ConvShape((6, 14, 14, 8), (16, 6, 5, 5), (1, 1), (1, 1), 1, np).rows_per_product == 1   # 16 channels
+    assert ConvShape((3, 32, 32, 8), (6, 3, 5, 5), (2, 1), (1, 1), 1, np).rows_per_product == 1    # stride 2
+    assert ConvShape((3, 32, 32, 8), (6, 3, 5, 5), (1, 1), (1, 1), 1, object()).rows_per_product == 1  # not NumPy
 
 
 def test_conv2d_of_data_computes_no_input_gradient_and_right_weight_gradient(device):
@@ -126,9 +137,14 @@ def two_threads_always(monkeypatch):
 
 @pytest.fixture
 def thread_splits(monkeypatch):
-    """Counts the kernels that were split between threads."""
+    """The names of the kernels that were split between threads, one entry per split."""
     splits, pool = [], parallel._pool
-    monkeypatch.setattr(parallel, "_pool", lambda: splits.append(1) or pool())
+
+    class RecordingPool:
+        def submit(self, work, *args):
+            splits.append(work.__name__)
+            return pool().submit(work, *args)
+    monkeypatch.setattr(parallel, "_pool", RecordingPool)
     return splits
 
 
@@ -165,7 +181,8 @@ def test_conv2d_gives_the_same_bits_with_one_and_two_threads(monkeypatch, thread
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
     two = conv_results(arrays, options, dtype)
-    assert len(thread_splits) >= 3, "forward, weight gradient and input gradient (and transposes) split in two"
+    assert sorted(name for name in thread_splits if name != "copy_images") == \
+        ["forward_blocks", "input_rows", "weight_blocks"], "forward, weight and input gradient each split in two"
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
 
@@ -222,7 +239,7 @@ def test_linear_layer_products_split_by_rows_give_the_same_bits_and_match_torch(
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
     two = linear_results(x, w, b, dtype)
-    assert len(thread_splits) == 3, "forward, input gradient and weight gradient each split in two"
+    assert thread_splits == ["product_rows"] * 3, "forward, input gradient and weight gradient each split in two"
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
     tx, tw, tb = (torch.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
@@ -252,7 +269,7 @@ def test_relu_in_chunks_on_two_threads_is_exactly_torchs(monkeypatch, two_thread
                                                          dtype, grad_layout):
     """ReLU runs chunk by chunk in memory order (parallel.elementwise): many odd-sized chunks on
     two threads, inf and NaN included, must give torch's bits in both directions."""
-    monkeypatch.setattr(parallel, "CHUNK_ELEMENTS", 7)
+    monkeypatch.setattr(backend, "chunk_elements", lambda xp: 7)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 4, 3, 6)).astype(dtype).transpose(3, 0, 1, 2)      # batch-last memory
     x[0, 0, 0, :3] = [0.0, -1.0, np.nan]
@@ -271,7 +288,7 @@ def test_relu_in_chunks_on_two_threads_is_exactly_torchs(monkeypatch, two_thread
     torch_out.backward(torch.tensor(grad_out))
     np.testing.assert_array_equal(out.numpy(), torch_out.detach().numpy())
     np.testing.assert_array_equal(leaf.grad.numpy().transpose(3, 0, 1, 2), theirs.grad.numpy())
-    assert len(thread_splits) == (2 if grad_layout == "same" else 1), "forward and (same layout) backward split"
+    assert thread_splits == ["chunks"] * (2 if grad_layout == "same" else 1), "forward and (same layout) backward split"
 
 
 def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
@@ -281,6 +298,21 @@ def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
     assert np.shares_memory(flat, batch_last)
     assert parallel.flat_in_memory_order([batch_last, np.zeros(batch_last.shape)]) is None
     assert parallel.flat_in_memory_order([batch_last[:, :, ::2]]) is None                 # not dense
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((3, 500), (500, 400)), ((2, 100, 50), (50, 40))],
+                         ids=["too-few-rows-to-cut", "batched"])
+def test_big_products_minigrad_does_not_cut_keep_blas_threads(monkeypatch, thread_splits, a_shape, b_shape):
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 1000)
+    seen, matmul = [], np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: seen.append(blas_threads()) or matmul(*args, **kwargs))
+    a, b = np.ones(a_shape), np.ones(b_shape)
+    with threadpool_limits(limits=2, user_api="blas"):
+        out = (mg.tensor(a) @ mg.tensor(b)).numpy()
+    np.testing.assert_array_equal(out, a @ b)
+    assert seen and all(inside == [2] * len(inside) for inside in seen) and not thread_splits
 
 
 def test_kernels_without_products_leave_blas_alone(two_threads_always):
@@ -460,7 +492,7 @@ def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
 def test_max_pool_split_between_threads_matches_torch_and_reference(device, monkeypatch, two_threads_always, geometry,
                                                                     shape, chunk_elements):
     """Channels in chunks split between two threads; NaN windows and ties included."""
-    monkeypatch.setattr(parallel, "CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(backend, "chunk_elements", lambda xp: chunk_elements)
     rng = np.random.default_rng(8)
     x = rng.integers(-1, 2, size=shape).astype(np.float64)
     x[rng.random(shape) < 0.1] = np.nan

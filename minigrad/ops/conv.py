@@ -19,7 +19,9 @@ The fast evaluation (layout helpers in ops/layout.py):
   BLAS's speed, so two output rows share one product. Their weights, shifted by the stride
   along a band one row longer, make a matrix of 2*O/g rows (a sixth of it zeros for 5x5), and
   the product runs about 1.6x faster (``rows_per_product``; on NumPy only, see
-  ``backend.stacks_conv_rows``; RESULTS.md has the measurement).
+  ``backend.stacks_conv_rows``; RESULTS.md has the measurement). One known difference: an inf
+  in the input also turns the neighbouring output row into NaN (0 * inf in the zeros), where
+  PyTorch's stays finite; dilated kernels have always had the same property.
 - Input gradient by the same trick: the rows of dout that input row h fed form one band of
   dout (with zero rows between them when the stride is > 1), so dx row h is one product,
   W_flipped @ band, cut to the rows that exist at the borders; then the adjoint of the width
@@ -52,6 +54,7 @@ class ConvShape:
     """The sizes of one conv2d call (batch-last padded input, weight) and the moves they allow."""
 
     def __init__(self, padded_shape, weight_shape, stride, dilation, groups, xp):
+        self.xp = xp
         self.channels, self.padded_h, self.padded_w, self.batch = padded_shape
         self.out_channels, self.group_channels, self.kernel_h, self.kernel_w = weight_shape
         self.stride, self.dilation, self.groups = stride, dilation, groups
@@ -60,21 +63,22 @@ class ConvShape:
         self.reach = dilation[0] * (self.kernel_h - 1) + 1
         self.out_hw = (output_size(self.padded_h, self.kernel_h, stride[0], 0, dilation[0]),
                        output_size(self.padded_w, self.kernel_w, stride[1], 0, dilation[1]))
-        # Output rows per product: R rows' bands are one band of (R-1)*s + reach rows. Worth it
-        # only for few output channels and when the longer band is mostly the R rows' own.
+        # Output rows per product: at stride 1, R rows' bands are one band of reach + R - 1 rows.
+        # Worth it only for few output channels and when the longer band is mostly the R rows' own.
         few_channels = self.out_channels // groups <= STACK_ROWS_UP_TO_CHANNELS
         stack = backend.stacks_conv_rows(xp) and few_channels and stride[0] == 1 and self.reach >= 3
         self.rows_per_product = 2 if stack else 1
-        self.stacked_rows = (self.rows_per_product - 1) * stride[0] + self.reach
+        self.stacked_rows = self.rows_per_product - 1 + self.reach             # stride 1 when stacked
 
     def multiply_adds(self):
         """Multiply-adds of the forward product (and of each gradient's): what decides threads."""
-        return self.out_channels * self.out_hw[0] * self.out_hw[1] * self.batch * self.group_channels * self.kernel_h * self.kernel_w
+        out_values = self.out_channels * self.out_hw[0] * self.out_hw[1] * self.batch
+        return out_values * self.group_channels * self.kernel_h * self.kernel_w
 
-    def output_blocks(self, xp):
+    def output_blocks(self):
         """(rows, cols) blocks of the output, each gathering about a cache's worth of input."""
         row_blocks, col_blocks = band_blocks(self.out_hw, self.channels * self.kernel_w * self.batch, self.reach,
-                                             self.stride[0], backend.conv_block_elements(xp),
+                                             self.stride[0], backend.conv_block_elements(self.xp),
                                              row_multiple=self.rows_per_product)
         return [(rows, cols) for rows in row_blocks for cols in col_blocks]
 
@@ -113,17 +117,17 @@ class ConvShape:
         return dilated
 
     def band_weights(self, w):
-        """W as one matrix per group whose columns follow a band's rows, R output rows stacked:
-        (g, 1, R*O/g, stacked_rows*C/g*KW). Row block r holds W shifted by r*s band rows, zeros
+        """W as one matrix per group whose columns follow a band's rows: (g, 1, R*O/g, stacked_rows*C/g*KW).
+        With R stacked rows (stride 1), row block r holds W shifted by r band rows and zeros
         elsewhere; its first O/g rows and reach*C/g*KW columns are the plain band weights."""
         dilated = self.dilated_weight(w).transpose(0, 1, 3, 2, 4)              # (g, O/g, reach, C/g, KW)
-        rows, step = self.rows_per_product, self.stride[0]
+        rows = self.rows_per_product
         if rows == 1:
             return dilated.reshape(self.groups, 1, dilated.shape[1], -1)
         stacked = backend.xp_of(w).zeros((self.groups, rows, dilated.shape[1], self.stacked_rows,
                                           *dilated.shape[3:]), dtype=w.dtype)
         for r in range(rows):
-            stacked[:, r, :, r * step:r * step + self.reach] = dilated
+            stacked[:, r, :, r:r + self.reach] = dilated
         return stacked.reshape(self.groups, 1, rows * dilated.shape[1], -1)
 
     def plain_weights(self, weights):
@@ -135,49 +139,47 @@ class ConvShape:
 
         gathered: (g, rows_in, C/g*KW, c*N); target: the (g, r, O/g, c*N) view of out. A stacked
         product lands as (R, O/g) rows, copied into target with the bias added on the way; the
-        last r mod R rows, if any, get the plain product.
+        last r mod R rows (all of them when R = 1) get the plain product.
         """
-        xp, rows = backend.xp_of(target), self.rows_per_product
-        num_rows, out_per_group, width = target.shape[1], target.shape[2], target.shape[3]
-        stacked = num_rows // rows * rows
-        if rows > 1 and stacked:
-            product = backend.matmul(weights, bands(gathered, stacked // rows, self.stacked_rows, rows * self.stride[0]))
+        xp, rows, stride = backend.xp_of(target), self.rows_per_product, self.stride[0]
+        num_rows, out_per_group, width = target.shape[1:]
+        stacked = num_rows // rows * rows if rows > 1 else 0
+        if stacked:                                                             # stride 1: bands step by R rows
+            product = backend.matmul(weights, bands(gathered, stacked // rows, self.stacked_rows, rows))
             product = product.reshape(self.groups, stacked // rows, rows, out_per_group, width)
             split = target[:, :stacked].reshape(product.shape)                   # a view of out
             if bias_column is None:
                 split[...] = product
             else:
                 xp.add(product, bias_column[:, None], out=split)
-        if stacked == num_rows and rows > 1:
-            return
-        first = stacked if rows > 1 else 0
-        left = target[:, first:]
-        backend.matmul(self.plain_weights(weights) if rows > 1 else weights,
-                       bands(gathered[:, first * self.stride[0]:], num_rows - first, self.reach, self.stride[0]), out=left)
-        if bias_column is not None:
-            left += bias_column                                                  # while the block is in cache
+        if stacked < num_rows:
+            left = target[:, stacked:]
+            backend.matmul(self.plain_weights(weights),
+                           bands(gathered[:, stacked * stride:], num_rows - stacked, self.reach, stride), out=left)
+            if bias_column is not None:
+                left += bias_column                                              # while the block is in cache
 
     def band_gradient(self, gathered, grad_rows):
         """sum over a block's output rows of band @ dout^T, R rows per product: (g, reach*C/g*KW, O/g).
 
         A stacked product pairs the stacked band with R rows of dout; row block r's gradient is
-        the part of it where row r's weights sit (shifted by r*s band rows), summed over r.
+        the part of it where row r's weights sit (shifted by r band rows), summed over r.
         """
-        rows, step = self.rows_per_product, self.stride[0]
+        rows, stride = self.rows_per_product, self.stride[0]
         num_rows, out_per_group = grad_rows.shape[1], grad_rows.shape[2]
-        band_size = self.group_channels * self.kernel_w                      # values per band row
+        band_row = self.group_channels * self.kernel_w                       # values per gathered row
         stacked = num_rows // rows * rows if rows > 1 else 0
         total = None
-        if stacked:
+        # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin products
+        # faster than dout @ bands^T.
+        if stacked:                                                             # stride 1: bands step by R rows
             dout = grad_rows[:, :stacked].reshape(self.groups, stacked // rows, rows * out_per_group, -1)  # a copy
-            # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin products
-            # faster than dout @ bands^T.
-            product = backend.matmul(bands(gathered, stacked // rows, self.stacked_rows, rows * step),
+            product = backend.matmul(bands(gathered, stacked // rows, self.stacked_rows, rows),
                                      dout.transpose(0, 1, 3, 2)).sum(axis=1)     # (g, stacked_rows*M, R*O/g)
-            total = sum(product[:, r * step * band_size:(r * step + self.reach) * band_size,
-                                r * out_per_group:(r + 1) * out_per_group] for r in range(rows))
+            total = sum(product[:, r * band_row:(r + self.reach) * band_row, r * out_per_group:(r + 1) * out_per_group]
+                        for r in range(rows))
         if stacked < num_rows:
-            plain = backend.matmul(bands(gathered[:, stacked * step:], num_rows - stacked, self.reach, step),
+            plain = backend.matmul(bands(gathered[:, stacked * stride:], num_rows - stacked, self.reach, stride),
                                    grad_rows[:, stacked:].transpose(0, 1, 3, 2)).sum(axis=1)
             total = plain if total is None else total + plain
         return total
@@ -198,14 +200,14 @@ class Conv2d(Function):
         weights = shape.band_weights(w)                                   # (g, 1, R*O/g, stacked_rows*C/g*KW)
         bias_column = bias[0].reshape(groups, 1, -1, 1) if bias else None
         out = xp.empty((w.shape[0], *shape.out_hw, shape.batch), dtype=x.dtype)  # (O, OH, OW, N): all written
-        blocks = shape.output_blocks(xp)
+        blocks = shape.output_blocks()
 
         def forward_blocks(part):
             for rows, cols in (blocks[i] for i in part):
                 gathered = shape.gather(x_grouped, rows, cols)
                 target = grouped_rows(out, groups, rows, cols)                    # (g, r, O/g, c*N) view of out
                 shape.multiply_bands(weights, gathered, target, bias_column)
-        parallel.run_split(forward_blocks, len(blocks), shape.multiply_adds(), xp, min_size=parallel.PARALLEL_MIN_PRODUCT)
+        parallel.run_products(forward_blocks, len(blocks), shape.multiply_adds(), xp)
         self.save_for_backward(x_padded, w)
         self.shape, self.padding = shape, padding
         return batch_first(out)
@@ -230,7 +232,7 @@ class Conv2d(Function):
         with ``with_bias`` also db = sum(dout), block by block while each block is in cache."""
         xp, shape = backend.xp_of(grad_out), self.shape
         x_grouped = shape.grouped(x_padded)
-        blocks = shape.output_blocks(xp)
+        blocks = shape.output_blocks()
         out_per_group = shape.out_channels // shape.groups
         band_size = shape.reach * shape.group_channels * shape.kernel_w
         # Every block writes its own partial sums: no zero-fill, no two threads on one sum.
@@ -245,7 +247,7 @@ class Conv2d(Function):
                 partials[i] = shape.band_gradient(gathered, grad_rows)                        # (g, K, O/g)
                 if with_bias:
                     grad_rows.sum(axis=(1, 3), out=bias_partials[i])
-        parallel.run_split(weight_blocks, len(blocks), shape.multiply_adds(), xp, min_size=parallel.PARALLEL_MIN_PRODUCT)
+        parallel.run_products(weight_blocks, len(blocks), shape.multiply_adds(), xp)
         # Summed in block order, never in thread order: the same bits with any number of threads.
         grad_b = bias_partials.sum(axis=0).reshape(-1) if with_bias else None
         return shape.weight_from_bands(partials.sum(axis=0)), grad_b
@@ -295,7 +297,7 @@ class Conv2d(Function):
                     add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
                                                       shape.kernel_w, cols.stop - cols.start, shape.batch),
                                    grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
-        parallel.run_split(input_rows, len(row_blocks), shape.multiply_adds(), xp, min_size=parallel.PARALLEL_MIN_PRODUCT)
+        parallel.run_products(input_rows, len(row_blocks), shape.multiply_adds(), xp)
         return grad_padded
 
 

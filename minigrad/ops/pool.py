@@ -87,12 +87,12 @@ class MaxPool2d(Function):
 
 
 def channel_chunks(out):
-    """Slices of channels of the (C, OH, OW, N) output, each about ``parallel.CHUNK_ELEMENTS / 2``
+    """Slices of channels of the (C, OH, OW, N) output, each about half ``backend.chunk_elements``
     values: the few passes over one chunk (compare, mask, route) then run in cache."""
-    if backend.xp_of(out) is not backend.np:  # CuPy: one kernel per pass is best
+    chunk = backend.chunk_elements(backend.xp_of(out))
+    if chunk is None:                                                         # one chunk: all channels
         return [slice(0, out.shape[0])]
-    per_channel = max(1, out[0].size)
-    step = max(1, parallel.CHUNK_ELEMENTS // 2 // per_channel)
+    step = max(1, chunk // 2 // max(1, out[0].size))
     return [slice(first, min(first + step, out.shape[0])) for first in range(0, out.shape[0], step)]
 
 
