@@ -77,15 +77,16 @@ class ConvShape:
 
     def output_blocks(self):
         """(rows, cols) blocks of the output, each gathering about a cache's worth of input; at
-        least two when there are two rows, so that two threads share a conv that fits one block
-        (LeNet's conv2 at batch 128: 3% faster step; at batch 512 it has ten blocks already)."""
+        least ``backend.min_conv_blocks`` when there are the rows for them (on NumPy two, so that
+        two threads share a conv that fits one block)."""
         def cut(min_row_blocks):
             return band_blocks(self.out_hw, self.channels * self.kernel_w * self.batch, self.reach, self.stride[0],
                                backend.conv_block_elements(self.xp), min_row_blocks=min_row_blocks,
                                row_multiple=self.rows_per_product)
         row_blocks, col_blocks = cut(1)
-        if len(row_blocks) * len(col_blocks) < 2:
-            row_blocks, col_blocks = cut(2)
+        fewest = backend.min_conv_blocks(self.xp)
+        if len(row_blocks) * len(col_blocks) < fewest:
+            row_blocks, col_blocks = cut(fewest)
         return [(rows, cols) for rows in row_blocks for cols in col_blocks]
 
     def grouped(self, x_padded):
