@@ -13,6 +13,7 @@ Silent wrong results
 - test_relu_gradient_at_nan_is_one_as_torch
 - test_relu_gradient_is_exactly_torchs_for_inf_and_nan_gradients_on_a_batch_last_view
 - test_max_gradient_goes_to_the_nan_as_torch
+- test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradients
 - test_module_load_state_dict_changes_nothing_when_any_entry_is_bad
 
 Training runs that lose work
@@ -192,6 +193,28 @@ def test_max_gradient_goes_to_the_nan_as_torch(largest):
         check_against_torch(lambda t: t.amax(axis=1), lambda t: t.amax(1), x)  # amax: NaN grads, as torch
     else:
         check_against_torch(lambda t: t.min(), lambda t: t.min(), x)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (2, 1)], ids=["tiling", "overlapping", "stride-1"])
+def test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradients(device, dtype, kernel, stride):
+    """The gradient was routed as grad * is_winner, so an inf or NaN gradient made every losing
+    pixel of its window NaN (0 * inf); PyTorch leaves them exactly 0."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 7, 7)).astype(dtype)
+    x[0, 0, 0, :3] = [np.nan, 1.0, np.nan]                          # NaN windows route separately
+    out_shape = torch.nn.functional.max_pool2d(torch.tensor(x), kernel, stride).shape
+    grad_out = rng.standard_normal(out_shape).astype(dtype)
+    grad_out[0, 0, 0, :3] = [np.inf, np.nan, -np.inf]
+    grad_out[1, 2, -1, -2:] = [np.nan, np.inf]
+    ours = mg.tensor(x, requires_grad=True, device=device)
+    mg.nn.functional.max_pool2d(ours, kernel, stride).backward(mg.tensor(grad_out, device=device))
+    theirs = torch.tensor(x, requires_grad=True)
+    torch.nn.functional.max_pool2d(theirs, kernel, stride).backward(torch.tensor(grad_out))
+    # Same inf, NaN and exact zeros; a pixel that wins several overlapping windows sums their
+    # gradients in another order than PyTorch, hence rtol (atol 0 keeps zeros exact).
+    rtol = 1e-5 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=rtol, atol=0)
 
 
 # ----------------------------------------------------------------------------- load_state_dict

@@ -18,6 +18,7 @@ from __future__ import annotations
 from .. import backend, parallel
 from ..autograd import Function
 from ..tensor import check_is_tensor
+from .elementwise import keep_where
 from .layout import batch_first, batch_last, kernel_offsets, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
 
 NO_DILATION = (1, 1)
@@ -73,7 +74,10 @@ class MaxPool2d(Function):
                 route_chunk(c)
 
         def route_chunk(c):                                                   # a few passes, in cache
-            route = (x_padded[c], grad_out[c], grad_padded[c], unclaimed[c], stride)
+            # An inf or NaN gradient needs the exact mask (0 * inf is NaN); a finite one, the
+            # cheaper product. CuPy always takes the mask (asking would make the host wait).
+            finite = backend.surely_finite(grad_out[c])
+            route = (x_padded[c], grad_out[c], grad_padded[c], unclaimed[c], stride, finite)
             # First wins: visiting offsets in row-major order and routing each window's gradient to
             # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
             route_to_first_match(lambda pixels: xp.equal(pixels, out[c]), kernel_offsets(kernel), *route,
@@ -96,12 +100,14 @@ def channel_chunks(out):
     return [slice(first, min(first + step, out.shape[0])) for first in range(0, out.shape[0], step)]
 
 
-def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, may_overwrite):
+def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, finite,
+                         may_overwrite):
     """Send each unclaimed window's gradient to the first of ``offsets`` whose pixel ``matches``.
 
     grad_out and unclaimed are (C, OH, OW, N); unclaimed is updated in place. With
     ``may_overwrite`` (each pixel in one window at most, nothing routed yet) the gradient is
-    written in place instead of added through a temporary.
+    written in place instead of added through a temporary. Pixels that did not win get exactly
+    0 (as PyTorch): ``grad * winner`` when the gradient is ``finite``, else an exact mask.
     """
     xp = backend.xp_of(grad_out)
     rows, cols = slice(0, grad_out.shape[1]), slice(0, grad_out.shape[2])
@@ -110,10 +116,13 @@ def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, uncl
         winner = matches(x_padded[region])
         winner &= unclaimed
         unclaimed ^= winner                                                    # winner is within unclaimed
-        if may_overwrite:
-            xp.multiply(grad_out, winner, out=grad_padded[region])
+        routed = grad_padded[region] if may_overwrite else xp.empty_like(grad_out)
+        if finite:
+            xp.multiply(grad_out, winner, out=routed)
         else:
-            grad_padded[region] += grad_out * winner
+            keep_where(grad_out, winner, out=routed)
+        if not may_overwrite:
+            grad_padded[region] += routed
 
 
 class AvgPool2d(Function):
