@@ -6,8 +6,8 @@
 
 Each argument is a Python statement run (with ``minigrad``, ``backend`` and ``parallel`` in
 scope) before every step of its setting, so each must set everything it changes; the settings
-take turns, forward then reverse order,
-so a slow minute of a shared machine hits all of them alike. On the VM of RESULTS.md the same
+take turns, forward then reverse order, so a slow minute of a shared machine hits all of them
+alike (the same statement twice is an A/A check of the noise). On the VM of RESULTS.md the same
 code's step time moves by 20-40% between minutes, which drowns a 5% difference measured by
 separate processes; alternating steps resolves it. Prints the median and the first quartile of
 each setting's step times and their ratio to the first setting. A tuning tool: speed claims
@@ -30,13 +30,13 @@ def compare(settings, batch_size, steps, warmup):
     for statement in settings * warmup:
         exec(statement, scope)
         step()
-    times = {statement: [] for statement in settings}
+    times = [[] for _ in settings]
     for index in range(steps):
-        for statement in settings if index % 2 == 0 else settings[::-1]:
-            exec(statement, scope)
+        for which in range(len(settings)) if index % 2 == 0 else reversed(range(len(settings))):
+            exec(settings[which], scope)
             start = time.perf_counter()
             step()
-            times[statement].append(time.perf_counter() - start)
+            times[which].append(time.perf_counter() - start)
     return times
 
 
@@ -50,9 +50,9 @@ def main(argv=None):
     if args.steps < 4:
         raise SystemExit(f"--steps: expected at least 4 timed steps per setting, got {args.steps}")
     times = compare(args.settings, args.batch_size, args.steps, args.warmup)
-    first = statistics.median(times[args.settings[0]])
+    first = statistics.median(times[0])
     print(f"LeNet step, batch {args.batch_size}, {args.steps} alternating steps per setting (ms)")
-    for statement, seconds in times.items():
+    for statement, seconds in zip(args.settings, times):
         median = statistics.median(seconds)
         print(f"  median {median * 1e3:8.2f}  p25 {statistics.quantiles(seconds, n=4)[0] * 1e3:8.2f}  "
               f"x{median / first:5.3f}  {statement}")

@@ -237,9 +237,9 @@ def as_strided(array, shape, strides):
 def conv_block_elements(xp) -> int:
     """How many values a convolution gathers at a time (see ops/conv.py).
 
-    NumPy: about 1 Mi float32 values (4 MiB), so a block is still in the CPU's caches (512 KiB
-    L2 per core, 32 MiB L3 shared) from the copy that writes it to the matrix product that
-    reads it. Measured on LeNet, steps alternating between sizes in one process: 1 Mi was
+    NumPy: about 1 Mi float32 values (4 MiB), so a block is still in the shared L3 (32 MiB;
+    the L2 is 512 KiB per core) from the copy that writes it to the matrix product that reads
+    it. Measured on LeNet, steps alternating between sizes in one process: 1 Mi was
     5% faster than 256 Ki at batch 512 and 10% at batch 128, 2 Mi and 4 Mi slower again.
     CuPy: no such cache to fit; big blocks mean fewer kernel launches.
     """

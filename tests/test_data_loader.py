@@ -1,6 +1,7 @@
 """DataLoader: batch counts, every sample once per epoch, seeded order per epoch, resuming."""
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -218,6 +219,38 @@ def test_an_error_in_a_worker_reaches_the_main_process():
 
     with pytest.raises(KeyError, match="sample 0 is missing"):
         list(DataLoader(Broken(), batch_size=2, num_workers=1))
+
+
+class DiesInWorkers(Dataset):
+    """A dataset whose worker process exits in the middle of a batch (a crash, the OOM killer)."""
+
+    def __init__(self, parent_pid):
+        self.parent_pid = parent_pid
+
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        if os.getpid() != self.parent_pid:
+            os._exit(3)
+        return np.float32(index)
+
+
+def test_a_worker_that_dies_raises_instead_of_hanging():
+    import threading
+    loader = DataLoader(DiesInWorkers(os.getpid()), batch_size=2, num_workers=1)
+    raised = []
+
+    def iterate():
+        try:
+            list(loader)
+        except RuntimeError as error:
+            raised.append(error)
+    reader = threading.Thread(target=iterate, daemon=True)  # a hang must fail the test, not stall the suite
+    reader.start()
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "the loader waited forever for the batch of a dead worker"
+    assert raised and re.search(r"DataLoader worker process \(pid \[\d+\]\) exited unexpectedly", str(raised[0]))
 
 
 def test_collate_fn_receives_the_list_of_samples_like_torch():

@@ -115,8 +115,9 @@ class DataLoader:
                 in_flight.append(pool.apply_async(_worker_batch, (indices,)))
                 if len(in_flight) >= self.prefetch_factor * self.num_workers:
                     break
+            workers = _worker_pids(pool)
             while in_flight:
-                batch = in_flight.popleft().get()
+                batch = _batch_from(in_flight.popleft(), pool, workers)
                 for indices in pending:  # refill: one batch taken out, one handed out
                     in_flight.append(pool.apply_async(_worker_batch, (indices,)))
                     break
@@ -154,6 +155,26 @@ class DataLoader:
 
     def __getstate__(self):  # a loader travels to other processes without its worker pool
         return {**self.__dict__, "_pool": None}
+
+
+WORKER_CHECK_S = 1.0  # how often a wait for a batch looks whether every worker is still alive
+
+
+def _worker_pids(pool):
+    return {process.pid for process in pool._pool}
+
+
+def _batch_from(result, pool, workers):
+    """A worker's batch. A worker that died (killed, crashed) takes its batch with it, and the
+    pool quietly starts another; waiting on would hang, so this raises instead, as PyTorch does."""
+    while True:
+        try:
+            return result.get(timeout=WORKER_CHECK_S)
+        except multiprocessing.TimeoutError:
+            alive = _worker_pids(pool)
+            if alive != workers:
+                raise RuntimeError(f"DataLoader worker process (pid {sorted(workers - alive)}) exited "
+                                   f"unexpectedly; its batch is lost") from None
 
 
 def check_worker_options(num_workers, persistent_workers, prefetch_factor, collate_fn):

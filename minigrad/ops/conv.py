@@ -76,16 +76,17 @@ class ConvShape:
         return out_values * self.group_channels * self.kernel_h * self.kernel_w
 
     def output_blocks(self):
-        """(rows, cols) blocks of the output, each gathering about a cache's worth of input; at
-        least ``backend.min_conv_blocks`` when there are the rows for them (on NumPy two, so that
-        two threads share a conv that fits one block)."""
+        """(rows, cols) blocks of the output, each gathering about a cache's worth of input; when
+        the conv is big enough for threads, at least ``backend.min_conv_blocks`` if there are the
+        rows for them (on NumPy two, so that two threads share a conv that fits one block). Like
+        the rest of the cut, this depends only on the sizes, never on the thread count."""
         def cut(min_row_blocks):
             return band_blocks(self.out_hw, self.channels * self.kernel_w * self.batch, self.reach, self.stride[0],
                                backend.conv_block_elements(self.xp), min_row_blocks=min_row_blocks,
                                row_multiple=self.rows_per_product)
         row_blocks, col_blocks = cut(1)
         fewest = backend.min_conv_blocks(self.xp)
-        if len(row_blocks) * len(col_blocks) < fewest:
+        if len(row_blocks) * len(col_blocks) < fewest and self.multiply_adds() >= parallel.PARALLEL_MIN_PRODUCT:
             row_blocks, col_blocks = cut(fewest)
         return [(rows, cols) for rows in row_blocks for cols in col_blocks]
 

@@ -379,7 +379,8 @@ def keep_where(values, mask, out):
     """
     xp = backend.xp_of(values)
     word = xp.dtype(f"u{values.dtype.itemsize}")  # an unsigned integer as wide as the float
-    xp.bitwise_and(values.view(word), xp.multiply(mask, xp.iinfo(word).max, dtype=word), out=out.view(word))
+    all_ones = word.type(xp.iinfo(word).max)       # a typed scalar: 2^64-1 is no Python int CuPy takes
+    xp.bitwise_and(values.view(word), xp.multiply(mask, all_ones, dtype=word), out=out.view(word))
     return out
 
 

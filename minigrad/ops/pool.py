@@ -107,7 +107,8 @@ def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, uncl
     grad_out and unclaimed are (C, OH, OW, N); unclaimed is updated in place. With
     ``may_overwrite`` (each pixel in one window at most, nothing routed yet) the gradient is
     written in place instead of added through a temporary. Pixels that did not win get exactly
-    0 (as PyTorch): ``grad * winner`` when the gradient is ``finite``, else an exact mask.
+    0 (as PyTorch): ``grad * winner`` when the gradient is ``finite`` (-0.0 where the gradient
+    was negative: equal to PyTorch's +0.0, not the same bits), else an exact mask.
     """
     xp = backend.xp_of(grad_out)
     rows, cols = slice(0, grad_out.shape[1]), slice(0, grad_out.shape[2])
