@@ -161,6 +161,7 @@ WORKER_CHECK_S = 1.0  # how often a wait for a batch looks whether every worker 
 
 
 def _worker_pids(pool):
+    """The pids of a multiprocessing.Pool's workers (its private list, unchanged since Python 3.2)."""
     return {process.pid for process in pool._pool}
 
 

@@ -138,6 +138,11 @@ class ConvShape:
             stacked[:, r, :, r:r + self.reach] = dilated
         return stacked.reshape(self.groups, 1, rows * dilated.shape[1], -1)
 
+    def stacked_part(self, num_rows):
+        """How many of a block's ``num_rows`` output rows the stacked products cover (0 unstacked)."""
+        rows = self.rows_per_product
+        return num_rows // rows * rows if rows > 1 else 0
+
     def plain_weights(self, weights):
         """The one-row band weights inside ``band_weights``' result: (g, 1, O/g, reach*C/g*KW)."""
         return weights[:, :, :self.out_channels // self.groups, :self.reach * self.group_channels * self.kernel_w]
@@ -151,7 +156,7 @@ class ConvShape:
         """
         xp, rows, stride = backend.xp_of(target), self.rows_per_product, self.stride[0]
         num_rows, out_per_group, width = target.shape[1:]
-        stacked = num_rows // rows * rows if rows > 1 else 0
+        stacked = self.stacked_part(num_rows)
         if stacked:                                                             # stride 1: bands step by R rows
             product = backend.matmul(weights, bands(gathered, stacked // rows, self.stacked_rows, rows))
             product = product.reshape(self.groups, stacked // rows, rows, out_per_group, width)
@@ -176,7 +181,7 @@ class ConvShape:
         rows, stride = self.rows_per_product, self.stride[0]
         num_rows, out_per_group = grad_rows.shape[1], grad_rows.shape[2]
         band_row = self.group_channels * self.kernel_w                       # values per gathered row
-        stacked = num_rows // rows * rows if rows > 1 else 0
+        stacked = self.stacked_part(num_rows)
         total = None
         # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin products
         # faster than dout @ bands^T.

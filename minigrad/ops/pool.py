@@ -112,12 +112,13 @@ def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, uncl
     """
     xp = backend.xp_of(grad_out)
     rows, cols = slice(0, grad_out.shape[1]), slice(0, grad_out.shape[2])
+    scratch = None if may_overwrite else xp.empty_like(grad_out)              # one temporary for all offsets
     for kh, kw in offsets:
         region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
         winner = matches(x_padded[region])
         winner &= unclaimed
         unclaimed ^= winner                                                    # winner is within unclaimed
-        routed = grad_padded[region] if may_overwrite else xp.empty_like(grad_out)
+        routed = grad_padded[region] if may_overwrite else scratch
         if finite:
             xp.multiply(grad_out, winner, out=routed)
         else:
