@@ -7,8 +7,9 @@ once into disjoint parts whose writes never overlap, and the parts are dealt out
 ops/layout.py the images it transposes, ``matmul`` (the linear layers) blocks of 64 rows, and
 ``elementwise`` (ReLU) chunks of memory. "Big enough" is counted in multiply-adds for products
 (``PARALLEL_MIN_PRODUCT``) and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
-below that everything stays on the calling thread: a thread hand-off costs 40-60 us, more
-than small batches gain (LeNet at batch 32 runs fastest on one thread).
+below that everything stays on the calling thread: a split costs ~25 us (the hand-off to a
+worker and the GIL going back and forth), more than small batches gain (LeNet at batch 32
+runs fastest on one thread).
 
 BLAS is held to one thread inside the kernels that multiply, so that two levels of threads
 never fight over the cores: after a threaded call OpenBLAS's own workers spin for a while,
@@ -28,7 +29,6 @@ import contextlib
 import math
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from . import backend
 
@@ -52,23 +52,62 @@ def default_num_threads() -> int:
 
 
 num_threads = default_num_threads()
-_workers = None          # the ThreadPoolExecutor, made on first use
+_workers = None          # the worker threads (num_threads - 1 of them), made on first use
 _blas = None             # threadpoolctl's handle on the loaded BLAS libraries, made on first use
 _lock = threading.Lock()
+_busy = threading.Lock()  # held while the workers run a split: one split at a time
+
+
+class _Worker:
+    """One persistent thread that runs one part at a time, handed over with two locks.
+
+    The whole of the hand-off is a lock released on one side and acquired on the other (~15 us
+    here; a ThreadPoolExecutor's futures and queue cost twice that, and a step makes dozens).
+    """
+
+    def __init__(self):
+        self._start, self._done = threading.Lock(), threading.Lock()
+        self._start.acquire()
+        self._done.acquire()
+        self._job = self._error = None
+        threading.Thread(target=self._loop, name="minigrad", daemon=True).start()
+
+    def _loop(self):
+        while True:
+            self._start.acquire()                     # wait for a part
+            work, part = self._job
+            try:
+                work(part)
+            except BaseException as error:            # handed to the caller by result()
+                self._error = error
+            self._job = None
+            self._done.release()
+
+    def submit(self, work, part):
+        self._job = (work, part)
+        self._start.release()
+        return self
+
+    def result(self):
+        """Wait for the part; re-raise its exception here."""
+        self._done.acquire()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
 
 
 def _pool():
     global _workers
     with _lock:
         if _workers is None:
-            _workers = ThreadPoolExecutor(max_workers=num_threads - 1, thread_name_prefix="minigrad")
+            _workers = [_Worker() for _ in range(num_threads - 1)]
     return _workers
 
 
 def _forget_pool_in_child():
     """A forked child has none of its parent's threads: it makes its own pool when it needs one."""
-    global _workers, _lock
-    _workers, _lock = None, threading.Lock()
+    global _workers, _lock, _busy
+    _workers, _lock, _busy = None, threading.Lock(), threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -80,8 +119,27 @@ def _blas_libraries():
     with _lock:
         if _blas is None:
             from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
-            _blas = ThreadpoolController().select(user_api="blas")
+            _blas = ThreadpoolController().select(user_api="blas").lib_controllers
     return _blas
+
+
+class one_blas_thread:
+    """``with one_blas_thread():`` holds the BLAS libraries to one thread inside, and gives the
+    caller's setting back on the way out, through threadpoolctl's controllers directly (~3 us;
+    its ``limit()`` context re-reads every library's state, ~12 us, on every kernel)."""
+
+    def __enter__(self):
+        self.libraries = _blas_libraries()
+        self.before = [library.get_num_threads() for library in self.libraries]
+        for library in self.libraries:
+            library.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exception):
+        for library, threads in zip(self.libraries, self.before):
+            library.set_num_threads(threads)
+            if hasattr(library, "clear_controlling_thread"):  # OpenBLAS: let any thread set limits again
+                library.clear_controlling_thread()
 
 
 def run_split(work, count, size, xp, min_size=None, uses_blas=True):
@@ -94,25 +152,38 @@ def run_split(work, count, size, xp, min_size=None, uses_blas=True):
     When the work ``uses_blas``, BLAS is held to one thread inside, threads or not: these kernels
     make many small products, on which BLAS's own threads only spin (and on a busy machine spin
     for a long time); and a product is then computed the same way, to the bit, with any
-    ``num_threads``. (Holding and releasing BLAS costs ~16 us: kernels without products skip it.)
+    ``num_threads``. Kernels without products skip the hold.
+    A split inside a part, or while another thread's split holds the workers, runs on the
+    calling thread: the results are the same, and nothing waits for a busy worker.
     """
     if xp is not backend.np:  # the GPU has its own threads
         work(range(count))
         return
     # Scoped: the user's own NumPy calls keep their BLAS threads.
-    with _blas_libraries().limit(limits=1) if uses_blas else contextlib.nullcontext():
+    with one_blas_thread() if uses_blas else contextlib.nullcontext():
         threshold = PARALLEL_MIN_ELEMENTS if min_size is None else min_size
         num_parts = min(count, num_threads) if size >= threshold else 1
-        if num_parts < 2:
+        if num_parts < 2 or not _busy.acquire(blocking=False):  # busy: a split inside a part, or another thread's
             work(range(count))
             return
-        # Every num_parts-th item to each thread: blocks of a kernel differ in size (a last, short
-        # row block), and interleaving shares them out evenly.
-        parts = [range(p, count, num_parts) for p in range(num_parts)]
-        futures = [_pool().submit(work, part) for part in parts[1:]]
-        work(parts[0])
-        for future in futures:
-            future.result()  # re-raises a worker's exception here
+        try:
+            # Every num_parts-th item to each thread: blocks of a kernel differ in size (a last,
+            # short row block), and interleaving shares them out evenly.
+            parts = [range(p, count, num_parts) for p in range(num_parts)]
+            started = [worker.submit(work, part) for worker, part in zip(_pool(), parts[1:])]
+            try:
+                work(parts[0])
+            finally:
+                errors = []
+                for worker in started:   # every worker finishes before the arrays can go away
+                    try:
+                        worker.result()
+                    except BaseException as error:
+                        errors.append(error)
+            if errors:
+                raise errors[0]      # a worker's exception, here
+        finally:
+            _busy.release()
 
 
 def run_products(work, count, multiply_adds, xp):
@@ -139,7 +210,7 @@ def matmul(a, b):
     cols = b.shape[-1] if b.ndim > 1 else 1
     macs = math.prod(xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])) * rows * a.shape[-1] * cols
     if macs < PARALLEL_MIN_PRODUCT:
-        with _blas_libraries().limit(limits=1):
+        with one_blas_thread():
             return xp.matmul(a, b)
     if a.ndim != 2 or b.ndim != 2 or rows <= PRODUCT_ROWS:
         return xp.matmul(a, b)

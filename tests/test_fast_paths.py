@@ -9,6 +9,7 @@ ops as NCHW views, the input gradient skipped for data, blocks split between two
 max-pool as strided slices with a first-wins mask.
 """
 import os
+import threading
 from functools import partial
 
 import numpy as np
@@ -138,13 +139,12 @@ def two_threads_always(monkeypatch):
 @pytest.fixture
 def thread_splits(monkeypatch):
     """The names of the kernels that were split between threads, one entry per split."""
-    splits, pool = [], parallel._pool
+    splits, submit = [], parallel._Worker.submit
 
-    class RecordingPool:
-        def submit(self, work, *args):
-            splits.append(work.__name__)
-            return pool().submit(work, *args)
-    monkeypatch.setattr(parallel, "_pool", RecordingPool)
+    def recording_submit(worker, work, part):
+        splits.append(work.__name__)
+        return submit(worker, work, part)
+    monkeypatch.setattr(parallel._Worker, "submit", recording_submit)
     return splits
 
 
@@ -205,7 +205,7 @@ def test_small_convolutions_stay_on_one_thread(monkeypatch, thread_splits):
 def blas_threads():
     """Threads of the BLAS libraries minigrad's kernels use (NumPy's; torch may have loaded its own)."""
     from threadpoolctl import threadpool_info
-    used = {library.filepath for library in parallel._blas_libraries().lib_controllers}
+    used = {library.filepath for library in parallel._blas_libraries()}
     return [library["num_threads"] for library in threadpool_info() if library["filepath"] in used]
 
 
@@ -330,6 +330,41 @@ def test_an_error_in_a_worker_thread_reaches_the_caller(two_threads_always):
             raise RuntimeError("second part failed")
     with pytest.raises(RuntimeError, match="second part failed"):
         parallel.run_split(work, 4, size=1, xp=np)
+
+
+def test_a_split_inside_a_part_runs_on_the_thread_of_that_part(two_threads_always, thread_splits):
+    """A worker runs one part at a time: a kernel that splits inside a part must not wait for it."""
+    seen = []
+
+    def outer(part):
+        inner = []
+        parallel.run_split(inner.append, 4, size=1, xp=np)
+        seen.append((list(part), [list(p) for p in inner], threading.get_ident()))
+    caller = threading.Thread(target=parallel.run_split, args=(outer, 2), kwargs=dict(size=1, xp=np), daemon=True)
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive(), "a split inside a part waited for its own worker"
+    assert sorted((part, inner) for part, inner, _ in seen) == [([0], [[0, 1, 2, 3]]), ([1], [[0, 1, 2, 3]])]
+    assert len({thread for _, _, thread in seen}) == 2 and thread_splits == ["outer"]
+
+
+def test_splits_from_two_user_threads_at_once_all_finish_with_every_item(two_threads_always):
+    """The workers serve one split at a time; a split that finds them busy runs on its own thread."""
+    results, barrier = {}, threading.Barrier(2)
+
+    def user(name):
+        items = []
+        barrier.wait()
+        for _ in range(200):
+            parallel.run_split(lambda part: items.extend(part), 8, size=1, xp=np)
+        results[name] = sorted(items)
+    threads = [threading.Thread(target=user, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads), "a split waited forever"
+    assert results == {name: sorted(list(range(8)) * 200) for name in "ab"}
 
 
 def test_arrays_of_another_backend_stay_on_the_calling_thread(two_threads_always, thread_splits):
