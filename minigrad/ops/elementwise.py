@@ -365,8 +365,8 @@ class ReLU(Function):
         xp = backend.xp_of(grad)
         grad_in = xp.empty_like(out, dtype=grad.dtype)
         # Where the unit is alive (out > 0, or NaN) the gradient passes, elsewhere it is exactly 0.
-        parallel.elementwise(lambda out, grad, grad_in: keep_where(grad, xp.logical_not(out <= 0), grad_in),
-                             out, grad, grad_in)
+        # out = max(a, 0) is never negative, so "alive" is out != 0: one comparison, not two passes.
+        parallel.elementwise(lambda out, grad, grad_in: keep_where(grad, out != 0, grad_in), out, grad, grad_in)
         return grad_in
 
 
