@@ -182,7 +182,7 @@ def test_conv2d_gives_the_same_bits_with_one_and_two_threads(monkeypatch, thread
     monkeypatch.setattr(parallel, "num_threads", 2)
     two = conv_results(arrays, options, dtype)
     assert sorted(name for name in thread_splits if name != "copy_images") == \
-        ["forward_blocks", "input_rows", "weight_blocks"], "forward, weight and input gradient each split in two"
+        ["forward_blocks", "gradient_blocks"], "the forward, and the blocks of both gradients together, split in two"
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
 

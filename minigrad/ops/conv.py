@@ -28,7 +28,8 @@ The fast evaluation (layout helpers in ops/layout.py):
   gather (KW strided adds). Threads split the input rows, so their writes never meet.
 - Two threads (minigrad/parallel.py): blocks of rows are split between the cores, the writes
   of the parts never overlap, and the weight gradient sums per-block partials in block order,
-  so results do not depend on the thread count.
+  so results do not depend on the thread count. Backward deals out the blocks of both
+  gradients in one split (one hand-off; batch 512 measured 4% faster than two splits).
 - Nothing large saved: backward gathers again from the saved input, which the previous op
   keeps alive anyway, instead of holding columns between forward and backward.
 
@@ -232,17 +233,35 @@ class Conv2d(Function):
         needs_x, needs_w = self.needs_input_grad[:2]
         needs_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         grad_x = grad_w = grad_b = None
+        gradients = []  # (number of blocks, work on one block, result once all blocks are done)
         if needs_x:  # skipped for the first layer: its input is data
-            grad_x = batch_first(unpad_spatial(self.input_gradient(grad_out, w), self.padding))
+            gradients.append(self.input_gradient(grad_out, w))
         if needs_w:
-            grad_w, grad_b = self.weight_gradient(grad_out, x_padded, needs_b)
+            gradients.append(self.weight_gradient(grad_out, x_padded, needs_b))
+        # One split for both gradients: their blocks are dealt out to the threads together (one
+        # hand-off, and a thread's next block often reads what its last one left in cache).
+        blocks = [(work, i) for count, work, _ in gradients for i in range(count)]
+
+        def gradient_blocks(part):
+            for work, i in (blocks[k] for k in part):
+                work(i)
+        parallel.run_products(gradient_blocks, len(blocks), len(gradients) * self.shape.multiply_adds(),
+                              backend.xp_of(grad_out))
+        results = [result() for _, _, result in gradients]
+        if needs_x:
+            grad_x = batch_first(unpad_spatial(results.pop(0), self.padding))
+        if needs_w:
+            grad_w, grad_b = results.pop(0)
         if needs_b and grad_b is None:
             grad_b = grad_out.reshape(grad_out.shape[0], -1).sum(axis=1)  # d(out)/d(b[o]) = 1 wherever o is
         return grad_x, grad_w, grad_b
 
     def weight_gradient(self, grad_out, x_padded, with_bias):
         """dW = sum over blocks of rows of bands @ dout^T, gathering the bands again block by block;
-        with ``with_bias`` also db = sum(dout), block by block while each block is in cache."""
+        with ``with_bias`` also db = sum(dout), block by block while each block is in cache.
+
+        Returns (number of blocks, work on block i, (dW, db) once every block is done): backward
+        hands the blocks to the threads."""
         xp, shape = backend.xp_of(grad_out), self.shape
         x_grouped = shape.grouped(x_padded)
         blocks = shape.output_blocks()
@@ -252,18 +271,19 @@ class Conv2d(Function):
         partials = xp.empty((len(blocks), shape.groups, band_size, out_per_group), dtype=grad_out.dtype)
         bias_partials = xp.empty((len(blocks), shape.groups, out_per_group), dtype=grad_out.dtype)
 
-        def weight_blocks(part):
-            for i in part:
-                rows, cols = blocks[i]
-                gathered = shape.gather(x_grouped, rows, cols)
-                grad_rows = grouped_rows(grad_out, shape.groups, rows, cols)                  # (g, r, O/g, c*N)
-                partials[i] = shape.band_gradient(gathered, grad_rows)                        # (g, K, O/g)
-                if with_bias:
-                    grad_rows.sum(axis=(1, 3), out=bias_partials[i])
-        parallel.run_products(weight_blocks, len(blocks), shape.multiply_adds(), xp)
-        # Summed in block order, never in thread order: the same bits with any number of threads.
-        grad_b = bias_partials.sum(axis=0).reshape(-1) if with_bias else None
-        return shape.weight_from_bands(partials.sum(axis=0)), grad_b
+        def weight_block(i):
+            rows, cols = blocks[i]
+            gathered = shape.gather(x_grouped, rows, cols)
+            grad_rows = grouped_rows(grad_out, shape.groups, rows, cols)                      # (g, r, O/g, c*N)
+            partials[i] = shape.band_gradient(gathered, grad_rows)                            # (g, K, O/g)
+            if with_bias:
+                grad_rows.sum(axis=(1, 3), out=bias_partials[i])
+
+        def result():
+            # Summed in block order, never in thread order: the same bits with any number of threads.
+            grad_b = bias_partials.sum(axis=0).reshape(-1) if with_bias else None
+            return shape.weight_from_bands(partials.sum(axis=0)), grad_b
+        return len(blocks), weight_block, result
 
     def input_gradient(self, grad_out, w):
         """dx (padded, batch-last): row h = sum_m W_flipped[m] @ dout_rows[h + m - (reach-1)], then the
@@ -273,6 +293,8 @@ class Conv2d(Function):
         ``dout_rows`` holds dout's row i at row i*s (zero rows between when s > 1), so those rows
         are one band of it and a block of input rows is one product. Bands are cut to the rows
         that exist, so border rows multiply no zeros.
+
+        Returns (number of blocks, work on block i, dx once every block is done), as ``weight_gradient``.
         """
         xp, shape = backend.xp_of(grad_out), self.shape
         groups, reach, stride = shape.groups, shape.reach, shape.stride
@@ -291,27 +313,26 @@ class Conv2d(Function):
                                              (shape.channels * shape.kernel_w + shape.out_channels) * shape.batch,
                                              reach, 1, backend.conv_block_elements(xp), min_row_blocks=INPUT_ROW_BLOCKS)
 
-        def input_rows(part):
-            for block in (row_blocks[i] for i in part):
-                rows = slice(block.start + top, block.stop + top)
-                grad_grouped[:, :, rows] = 0                              # zeroed while in cache; adds follow
-                for cols in col_blocks:
-                    dout_cols = dout_rows[:, :, :, cols]                                   # (g, T, O/g, c, N)
-                    dout_cols = dout_cols.reshape(*dout_cols.shape[:3], -1)
-                    grad_bands = xp.empty((groups, rows.stop - rows.start, flipped.shape[2], dout_cols.shape[3]),
-                                          dtype=grad_out.dtype)                       # (g, r, C/g*KW, c*N)
-                    for first, stop, (m_start, m_stop) in shape.band_runs(rows, (out_h - 1) * stride[0]):
-                        target = grad_bands[:, first - rows.start:stop - rows.start]
-                        if m_stop <= m_start:  # rows that fed no output (beyond the last window)
-                            target[...] = 0
-                            continue
-                        band = bands(dout_cols[:, first + m_start - (reach - 1):], stop - first, m_stop - m_start, 1)
-                        backend.matmul(flipped[..., m_start * out_per_group:m_stop * out_per_group], band, out=target)
-                    add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
-                                                      shape.kernel_w, cols.stop - cols.start, shape.batch),
-                                   grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
-        parallel.run_products(input_rows, len(row_blocks), shape.multiply_adds(), xp)
-        return grad_padded
+        def input_rows(i):                                                    # one block of whole rows
+            block = row_blocks[i]
+            rows = slice(block.start + top, block.stop + top)
+            grad_grouped[:, :, rows] = 0                                  # zeroed while in cache; adds follow
+            for cols in col_blocks:
+                dout_cols = dout_rows[:, :, :, cols]                                   # (g, T, O/g, c, N)
+                dout_cols = dout_cols.reshape(*dout_cols.shape[:3], -1)
+                grad_bands = xp.empty((groups, rows.stop - rows.start, flipped.shape[2], dout_cols.shape[3]),
+                                      dtype=grad_out.dtype)                           # (g, r, C/g*KW, c*N)
+                for first, stop, (m_start, m_stop) in shape.band_runs(rows, (out_h - 1) * stride[0]):
+                    target = grad_bands[:, first - rows.start:stop - rows.start]
+                    if m_stop <= m_start:  # rows that fed no output (beyond the last window)
+                        target[...] = 0
+                        continue
+                    band = bands(dout_cols[:, first + m_start - (reach - 1):], stop - first, m_stop - m_start, 1)
+                    backend.matmul(flipped[..., m_start * out_per_group:m_stop * out_per_group], band, out=target)
+                add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
+                                                  shape.kernel_w, cols.stop - cols.start, shape.batch),
+                               grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
+        return len(row_blocks), input_rows, lambda: grad_padded
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
