@@ -64,7 +64,7 @@ class MaxPool2d(Function):
                               and out.shape[2] * kernel[1] == x_padded.shape[2])
         # Windows that tile the input write every pixel below: no zero-fill needed.
         grad_padded = (xp.empty_like if windows_tile_input else xp.zeros_like)(x_padded)
-        unclaimed = xp.ones(out.shape, dtype=bool)                             # windows not yet routed
+        unclaimed = xp.empty(out.shape, dtype=bool)       # windows not yet routed: set by the first offset
         windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
 
         chunks = channel_chunks(out)
@@ -81,11 +81,12 @@ class MaxPool2d(Function):
             # First wins: visiting offsets in row-major order and routing each window's gradient to
             # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
             route_to_first_match(lambda pixels: xp.equal(pixels, out[c]), kernel_offsets(kernel), *route,
-                                 may_overwrite=not windows_overlap)
+                                 may_overwrite=not windows_overlap, first_pass=True)
             # Still unclaimed: windows whose max is NaN (NaN equals nothing). PyTorch's scan
             # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
             if backend.may_be_true(unclaimed[c]):
-                route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False)
+                route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False,
+                                     first_pass=False)
         parallel.run_split(route_channels, len(chunks), x_padded.size, xp, uses_blas=False)
         return batch_first(unpad_spatial(grad_padded, padding))
 
@@ -101,10 +102,11 @@ def channel_chunks(out):
 
 
 def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, finite,
-                         may_overwrite):
+                         may_overwrite, first_pass):
     """Send each unclaimed window's gradient to the first of ``offsets`` whose pixel ``matches``.
 
-    grad_out and unclaimed are (C, OH, OW, N); unclaimed is updated in place. With
+    grad_out and unclaimed are (C, OH, OW, N); unclaimed is updated in place (on the
+    ``first_pass`` it is written, not read: every window is unclaimed before the first offset). With
     ``may_overwrite`` (each pixel in one window at most, nothing routed yet) the gradient is
     written in place instead of added through a temporary. Pixels that did not win get exactly
     0 (as PyTorch): ``grad * winner`` when the gradient is ``finite`` (-0.0 where the gradient
@@ -113,11 +115,14 @@ def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, uncl
     xp = backend.xp_of(grad_out)
     rows, cols = slice(0, grad_out.shape[1]), slice(0, grad_out.shape[2])
     scratch = None if may_overwrite else xp.empty_like(grad_out)              # one temporary for all offsets
-    for kh, kw in offsets:
+    for index, (kh, kw) in enumerate(offsets):
         region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
         winner = matches(x_padded[region])
-        winner &= unclaimed
-        unclaimed ^= winner                                                    # winner is within unclaimed
+        if first_pass and index == 0:
+            xp.logical_not(winner, out=unclaimed)
+        else:
+            winner &= unclaimed
+            unclaimed ^= winner                                                # winner is within unclaimed
         routed = grad_padded[region] if may_overwrite else scratch
         if finite:
             xp.multiply(grad_out, winner, out=routed)
