@@ -208,7 +208,8 @@ def matmul(a, b):
         return xp.matmul(a, b)
     rows = a.shape[-2] if a.ndim > 1 else 1
     cols = b.shape[-1] if b.ndim > 1 else 1
-    macs = math.prod(xp.broadcast_shapes(a.shape[:-2], b.shape[:-2])) * rows * a.shape[-1] * cols
+    matrices = 1 if a.ndim <= 2 and b.ndim <= 2 else math.prod(xp.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    macs = matrices * rows * a.shape[-1] * cols
     if macs < PARALLEL_MIN_PRODUCT:
         with one_blas_thread():
             return xp.matmul(a, b)
@@ -246,7 +247,10 @@ def elementwise(work, *arrays):
     """
     xp = backend.xp_of(arrays[0])
     chunk = backend.chunk_elements(xp)
-    flats = flat_in_memory_order(arrays) if chunk is not None else None
+    if chunk is None or arrays[0].size <= chunk:    # one chunk: the arrays as they are
+        work(*arrays)
+        return
+    flats = flat_in_memory_order(arrays)
     if flats is None:
         work(*arrays)
         return

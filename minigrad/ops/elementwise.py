@@ -378,10 +378,15 @@ def keep_where(values, mask, out):
     3x faster than copyto(where=) on LeNet's activations (benchmarks/RESULTS.md).
     """
     xp = backend.xp_of(values)
-    word = xp.dtype(f"u{values.dtype.itemsize}")  # an unsigned integer as wide as the float
-    all_ones = word.type(xp.iinfo(word).max)       # a typed scalar: 2^64-1 is no Python int CuPy takes
+    word, all_ones = ALL_ONES[values.dtype.itemsize]
     xp.bitwise_and(values.view(word), xp.multiply(mask, all_ones, dtype=word), out=out.view(word))
     return out
+
+
+# Per float width: the unsigned integer as wide as the float, and its all-ones value as a typed
+# scalar (2^64-1 is no Python int CuPy takes). Made once: np.iinfo costs microseconds per call.
+ALL_ONES = {size: (backend.np.dtype(f"u{size}"), backend.np.dtype(f"u{size}").type(backend.np.iinfo(f"u{size}").max))
+            for size in (2, 4, 8)}
 
 
 def relu(a):
