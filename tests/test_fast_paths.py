@@ -23,6 +23,7 @@ import minigrad as mg
 import minigrad.nn.functional as F
 from minigrad import backend, parallel
 from minigrad.ops import conv_reference as reference
+from minigrad.ops import layout as layout_module
 
 from strategies import allow_device_fixture, conv_shapes
 from torch_check import assert_close, check_against_reference, check_against_torch, upstream_gradient
@@ -181,7 +182,7 @@ def test_conv2d_gives_the_same_bits_with_one_and_two_threads(monkeypatch, thread
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
     two = conv_results(arrays, options, dtype)
-    assert sorted(name for name in thread_splits if name != "copy_images") == \
+    assert sorted(name for name in thread_splits if name != "copy_slabs") == \
         ["forward_blocks", "gradient_blocks"], "the forward, and the blocks of both gradients together, split in two"
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
@@ -289,6 +290,27 @@ def test_relu_in_chunks_on_two_threads_is_exactly_torchs(monkeypatch, two_thread
     np.testing.assert_array_equal(out.numpy(), torch_out.detach().numpy())
     np.testing.assert_array_equal(leaf.grad.numpy().transpose(3, 0, 1, 2), theirs.grad.numpy())
     assert thread_splits == ["chunks"] * (2 if grad_layout == "same" else 1), "forward and (same layout) backward split"
+
+
+@pytest.mark.parametrize("shape", [(37, 3, 32, 32), (5, 1, 28, 28), (9, 1, 1, 67), (6, 2, 3, 5), (2, 7, 1, 1)],
+                         ids=["lenet-input", "mnist", "prime-values-per-image", "odd", "one-pixel"])
+@pytest.mark.parametrize("layout", ["contiguous", "sliced"])
+def test_batch_last_through_slabs_is_the_transpose_on_one_and_two_threads(monkeypatch, thread_splits, shape, layout):
+    """The NCHW -> (C, H, W, N) copy goes through slabs of g values (ops/layout.py): any image
+    size (g = 1 when C*H*W is prime), threads sharing the slabs, or one plain copy of a strided view."""
+    x = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+    if layout == "sliced":
+        x = np.random.default_rng(4).standard_normal((shape[0] * 2, *shape[1:])).astype(np.float32)[::2]
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_ELEMENTS", 0)
+    for threads in (1, 2):
+        monkeypatch.setattr(parallel, "num_threads", threads)
+        out = layout_module.batch_last(x)
+        assert out.flags.c_contiguous
+        np.testing.assert_array_equal(out, x.transpose(1, 2, 3, 0))
+    if layout == "sliced":
+        assert not thread_splits, "a strided view is one plain copy"
+    elif shape[0] * shape[1] * shape[2] * shape[3] > 64 * 1024:   # more slabs than one part holds
+        assert thread_splits == ["copy_slabs"], "the two-thread run split the slabs"
 
 
 def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
