@@ -4,7 +4,7 @@ NumPy releases the GIL inside its copies, ufunc loops and BLAS calls on large ar
 Python threads running NumPy code run truly in parallel. A kernel that is big enough is split
 once into disjoint parts whose writes never overlap, and the parts are dealt out in turn
 (``run_split``): ops/conv.py splits its blocks of rows, ops/pool.py its channel chunks,
-ops/layout.py the images it transposes, ``matmul`` (the linear layers) blocks of 64 rows, and
+ops/layout.py the slabs it transposes, ``matmul`` (the linear layers) blocks of 64 rows, and
 ``elementwise`` (ReLU) chunks of memory. "Big enough" is counted in multiply-adds for products
 (``PARALLEL_MIN_PRODUCT``) and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
 below that everything stays on the calling thread: a split costs ~25 us (the hand-off to a
@@ -89,18 +89,30 @@ class _Worker:
         return self
 
     def result(self):
-        """Wait for the part; re-raise its exception here."""
-        self._done.acquire()
+        """Wait for the part; re-raise its exception here. The wait outlasts a KeyboardInterrupt
+        (raised again once the part is done): the part is still writing into the caller's
+        arrays, and the worker must be idle before the next split hands it another part."""
+        interrupted = None
+        while True:
+            try:
+                self._done.acquire()
+                break
+            except BaseException as interruption:   # a signal handler's exception, in the main thread
+                interrupted = interrupted or interruption
         error, self._error = self._error, None
+        if interrupted is not None:
+            raise interrupted
         if error is not None:
             raise error
 
 
 def _pool():
+    """The worker threads, as many as ``num_threads - 1`` (more are made if it was raised since)."""
     global _workers
     with _lock:
         if _workers is None:
-            _workers = [_Worker() for _ in range(num_threads - 1)]
+            _workers = []
+        _workers.extend(_Worker() for _ in range(num_threads - 1 - len(_workers)))
     return _workers
 
 
@@ -119,27 +131,29 @@ def _blas_libraries():
     with _lock:
         if _blas is None:
             from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
-            _blas = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas = ThreadpoolController().select(user_api="blas")
     return _blas
 
 
-class one_blas_thread:
-    """``with one_blas_thread():`` holds the BLAS libraries to one thread inside, and gives the
-    caller's setting back on the way out, through threadpoolctl's controllers directly (~3 us;
-    its ``limit()`` context re-reads every library's state, ~12 us, on every kernel)."""
+def one_blas_thread():
+    """``with one_blas_thread():`` holds the BLAS libraries to one thread inside and gives the
+    caller's setting back on the way out (threadpoolctl's ``limit``, which also keeps track of
+    which thread may change OpenBLAS's process-wide setting when limits are nested)."""
+    return _blas_libraries().limit(limits=1)
 
-    def __enter__(self):
-        self.libraries = _blas_libraries()
-        self.before = [library.get_num_threads() for library in self.libraries]
-        for library in self.libraries:
-            library.set_num_threads(1)
-        return self
 
-    def __exit__(self, *exception):
-        for library, threads in zip(self.libraries, self.before):
-            library.set_num_threads(threads)
-            if hasattr(library, "clear_controlling_thread"):  # OpenBLAS: let any thread set limits again
-                library.clear_controlling_thread()
+def _blas_limits_are_per_thread():
+    """Whether a BLAS library here takes its thread limit per calling thread (OpenMP builds),
+    not for the whole process (pthreads builds, like NumPy's wheels)."""
+    return any(getattr(library, "threading_layer", None) == "openmp" for library in _blas_libraries().lib_controllers)
+
+
+def _holding_one_blas_thread(work):
+    def held(part):
+        with one_blas_thread():
+            work(part)
+    held.__name__ = work.__name__
+    return held
 
 
 def run_split(work, count, size, xp, min_size=None, uses_blas=True):
@@ -170,7 +184,9 @@ def run_split(work, count, size, xp, min_size=None, uses_blas=True):
             # Every num_parts-th item to each thread: blocks of a kernel differ in size (a last,
             # short row block), and interleaving shares them out evenly.
             parts = [range(p, count, num_parts) for p in range(num_parts)]
-            started = [worker.submit(work, part) for worker, part in zip(_pool(), parts[1:])]
+            # BLAS built on OpenMP keeps a limit per thread: then each worker holds its own as well.
+            part_work = _holding_one_blas_thread(work) if uses_blas and _blas_limits_are_per_thread() else work
+            started = [worker.submit(part_work, part) for worker, part in zip(_pool(), parts[1:])]
             try:
                 work(parts[0])
             finally:

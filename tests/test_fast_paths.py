@@ -9,6 +9,7 @@ ops as NCHW views, the input gradient skipped for data, blocks split between two
 max-pool as strided slices with a first-wins mask.
 """
 import os
+import signal
 import threading
 from functools import partial
 
@@ -206,7 +207,7 @@ def test_small_convolutions_stay_on_one_thread(monkeypatch, thread_splits):
 def blas_threads():
     """Threads of the BLAS libraries minigrad's kernels use (NumPy's; torch may have loaded its own)."""
     from threadpoolctl import threadpool_info
-    used = {library.filepath for library in parallel._blas_libraries()}
+    used = {library.filepath for library in parallel._blas_libraries().lib_controllers}
     return [library["num_threads"] for library in threadpool_info() if library["filepath"] in used]
 
 
@@ -337,6 +338,25 @@ def test_big_products_minigrad_does_not_cut_keep_blas_threads(monkeypatch, threa
     assert seen and all(inside == [2] * len(inside) for inside in seen) and not thread_splits
 
 
+def test_with_per_thread_blas_limits_each_worker_holds_its_own(monkeypatch, two_threads_always):
+    """OpenMP builds of OpenBLAS keep the limit per thread: the workers must hold it themselves."""
+    import contextlib
+    held_on = []
+
+    @contextlib.contextmanager
+    def recording_hold():
+        held_on.append(threading.get_ident())
+        yield
+    monkeypatch.setattr(parallel, "one_blas_thread", recording_hold)
+    ran_on = []
+    for per_thread in (False, True):
+        monkeypatch.setattr(parallel, "_blas_limits_are_per_thread", lambda: per_thread)
+        held_on.clear(), ran_on.clear()
+        parallel.run_split(lambda part: ran_on.append(threading.get_ident()), 2, size=1, xp=np)
+        assert len(set(ran_on)) == 2
+        assert sorted(held_on) == (sorted(ran_on) if per_thread else [threading.get_ident()])
+
+
 def test_kernels_without_products_leave_blas_alone(two_threads_always):
     from threadpoolctl import threadpool_limits
     seen = []
@@ -352,6 +372,51 @@ def test_an_error_in_a_worker_thread_reaches_the_caller(two_threads_always):
             raise RuntimeError("second part failed")
     with pytest.raises(RuntimeError, match="second part failed"):
         parallel.run_split(work, 4, size=1, xp=np)
+    parts = []
+    parallel.run_split(parts.append, 4, size=1, xp=np)                  # the workers serve the next split
+    assert sorted(list(part) for part in parts) == [[0, 2], [1, 3]]
+
+
+def test_more_threads_than_the_pool_was_made_with_still_runs_every_item(monkeypatch, two_threads_always):
+    parallel.run_split(lambda part: None, 2, size=1, xp=np)                 # the pool exists, one worker
+    monkeypatch.setattr(parallel, "num_threads", 3)
+    parts = []
+    parallel.run_split(parts.append, 7, size=1, xp=np)
+    assert sorted(list(part) for part in parts) == [[0, 3, 6], [1, 4], [2, 5]]
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="needs signal.setitimer")
+@pytest.mark.parametrize("where", ["in-the-callers-part", "while-waiting"])
+def test_an_interrupt_waits_for_the_worker_and_leaves_the_pool_usable(two_threads_always, where):
+    """Ctrl-C (a KeyboardInterrupt from a signal handler in the main thread) while a split runs is
+    raised only once the worker's part is done: that part still writes into the caller's arrays,
+    and the worker must be idle before the next split hands it another part."""
+    import time
+    finished = []
+
+    def work(part):
+        if part.start == 0:
+            if where == "in-the-callers-part":
+                raise KeyboardInterrupt
+            return                                        # the caller goes on to wait for the worker
+        time.sleep(0.3)
+        finished.append(part.start)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)        # fires while the worker sleeps
+        with pytest.raises(KeyboardInterrupt):
+            parallel.run_split(work, 2, size=1, xp=np, uses_blas=False)
+            time.sleep(1)                                 # (reached only if the interrupt was lost)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert finished == [1], "the worker's part was done before the interrupt left run_split"
+    parts = []
+    parallel.run_split(parts.append, 2, size=1, xp=np, uses_blas=False)
+    assert sorted(list(part) for part in parts) == [[0], [1]]
 
 
 def test_a_split_inside_a_part_runs_on_the_thread_of_that_part(two_threads_always, thread_splits):
@@ -378,7 +443,7 @@ def test_splits_from_two_user_threads_at_once_all_finish_with_every_item(two_thr
         items = []
         barrier.wait()
         for _ in range(200):
-            parallel.run_split(lambda part: items.extend(part), 8, size=1, xp=np)
+            parallel.run_split(lambda part: items.extend(part), 8, size=1, xp=np, uses_blas=False)
         results[name] = sorted(items)
     threads = [threading.Thread(target=user, args=(name,)) for name in "ab"]
     for thread in threads:

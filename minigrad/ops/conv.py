@@ -29,13 +29,15 @@ The fast evaluation (layout helpers in ops/layout.py):
 - Two threads (minigrad/parallel.py): blocks of rows are split between the cores, the writes
   of the parts never overlap, and the weight gradient sums per-block partials in block order,
   so results do not depend on the thread count. Backward deals out the blocks of both
-  gradients in one split (one hand-off; batch 512 measured 4% faster than two splits).
+  gradients in one split (one hand-off; RESULTS.md has the measurement).
 - Nothing large saved: backward gathers again from the saved input, which the previous op
   keeps alive anyway, instead of holding columns between forward and backward.
 
 Read next: ``ops/pool.py``, then ``ops/layout.py`` (the memory layout both rely on).
 """
 from __future__ import annotations
+
+from collections import namedtuple
 
 from .. import backend, parallel
 from ..autograd import Function
@@ -49,6 +51,9 @@ from .layout import (add_width_back, band_blocks, bands, batch_first, batch_last
 STACK_ROWS_UP_TO_CHANNELS = 8
 # The input gradient is cut into at least this many blocks of whole rows (threads take whole rows).
 INPUT_ROW_BLOCKS = 2
+# A gradient as blocks: how many, the work on block i (blocks write disjoint memory or their own
+# partial sums), and the gradient once every block is done.
+BlockWork = namedtuple("BlockWork", ["count", "work", "result"])
 
 
 class ConvShape:
@@ -233,25 +238,22 @@ class Conv2d(Function):
         needs_x, needs_w = self.needs_input_grad[:2]
         needs_b = len(self.needs_input_grad) > 2 and self.needs_input_grad[2]
         grad_x = grad_w = grad_b = None
-        gradients = []  # (number of blocks, work on one block, result once all blocks are done)
-        if needs_x:  # skipped for the first layer: its input is data
-            gradients.append(self.input_gradient(grad_out, w))
-        if needs_w:
-            gradients.append(self.weight_gradient(grad_out, x_padded, needs_b))
-        # One split for both gradients: their blocks are dealt out to the threads together (one
-        # hand-off, and a thread's next block often reads what its last one left in cache).
-        blocks = [(work, i) for count, work, _ in gradients for i in range(count)]
+        input_grad = self.input_gradient(grad_out, w) if needs_x else None  # None for the first layer: data
+        weight_grad = self.weight_gradient(grad_out, x_padded, needs_b) if needs_w else None
+        # One split for both gradients: their blocks are dealt out to the threads together, so
+        # the threads meet once, not after each gradient.
+        gradients = [gradient for gradient in (input_grad, weight_grad) if gradient is not None]
+        blocks = [(gradient.work, i) for gradient in gradients for i in range(gradient.count)]
 
         def gradient_blocks(part):
             for work, i in (blocks[k] for k in part):
                 work(i)
         parallel.run_products(gradient_blocks, len(blocks), len(gradients) * self.shape.multiply_adds(),
                               backend.xp_of(grad_out))
-        results = [result() for _, _, result in gradients]
-        if needs_x:
-            grad_x = batch_first(unpad_spatial(results.pop(0), self.padding))
-        if needs_w:
-            grad_w, grad_b = results.pop(0)
+        if input_grad is not None:
+            grad_x = batch_first(unpad_spatial(input_grad.result(), self.padding))
+        if weight_grad is not None:
+            grad_w, grad_b = weight_grad.result()
         if needs_b and grad_b is None:
             grad_b = grad_out.reshape(grad_out.shape[0], -1).sum(axis=1)  # d(out)/d(b[o]) = 1 wherever o is
         return grad_x, grad_w, grad_b
@@ -260,8 +262,7 @@ class Conv2d(Function):
         """dW = sum over blocks of rows of bands @ dout^T, gathering the bands again block by block;
         with ``with_bias`` also db = sum(dout), block by block while each block is in cache.
 
-        Returns (number of blocks, work on block i, (dW, db) once every block is done): backward
-        hands the blocks to the threads."""
+        Returns its ``BlockWork``: backward hands the blocks to the threads; the result is (dW, db)."""
         xp, shape = backend.xp_of(grad_out), self.shape
         x_grouped = shape.grouped(x_padded)
         blocks = shape.output_blocks()
@@ -283,7 +284,7 @@ class Conv2d(Function):
             # Summed in block order, never in thread order: the same bits with any number of threads.
             grad_b = bias_partials.sum(axis=0).reshape(-1) if with_bias else None
             return shape.weight_from_bands(partials.sum(axis=0)), grad_b
-        return len(blocks), weight_block, result
+        return BlockWork(len(blocks), weight_block, result)
 
     def input_gradient(self, grad_out, w):
         """dx (padded, batch-last): row h = sum_m W_flipped[m] @ dout_rows[h + m - (reach-1)], then the
@@ -294,7 +295,7 @@ class Conv2d(Function):
         are one band of it and a block of input rows is one product. Bands are cut to the rows
         that exist, so border rows multiply no zeros.
 
-        Returns (number of blocks, work on block i, dx once every block is done), as ``weight_gradient``.
+        Returns its ``BlockWork``, as ``weight_gradient``; the result is dx.
         """
         xp, shape = backend.xp_of(grad_out), self.shape
         groups, reach, stride = shape.groups, shape.reach, shape.stride
@@ -313,7 +314,7 @@ class Conv2d(Function):
                                              (shape.channels * shape.kernel_w + shape.out_channels) * shape.batch,
                                              reach, 1, backend.conv_block_elements(xp), min_row_blocks=INPUT_ROW_BLOCKS)
 
-        def input_rows(i):                                                    # one block of whole rows
+        def input_block(i):                                                   # one block of whole rows
             block = row_blocks[i]
             rows = slice(block.start + top, block.stop + top)
             grad_grouped[:, :, rows] = 0                                  # zeroed while in cache; adds follow
@@ -332,7 +333,7 @@ class Conv2d(Function):
                 add_width_back(grad_bands.reshape(groups, rows.stop - rows.start, shape.group_channels,
                                                   shape.kernel_w, cols.stop - cols.start, shape.batch),
                                grad_grouped, rows, cols, shape.kernel_w, stride[1], shape.dilation[1])
-        return len(row_blocks), input_rows, lambda: grad_padded
+        return BlockWork(len(row_blocks), input_block, lambda: grad_padded)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
