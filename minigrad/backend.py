@@ -291,6 +291,18 @@ def matmul(a, b, out=None):
     return out
 
 
+def maximum_with_zero(array, out):
+    """out = max(array, 0), NaN kept (ReLU). NumPy 2.4 runs maximum with a scalar operand in a
+    loop about 4x slower than with an array one (LeNet's first activation, batch 128: 0.50 vs
+    0.13 ms), so on NumPy ``out`` is zeroed first and is the second operand: the same values
+    and bits, 2x faster with the zero-fill. CuPy: one kernel with the scalar.
+    """
+    if xp_of(array) is numpy:
+        out[...] = 0
+        return numpy.maximum(array, out, out=out)
+    return xp_of(array).maximum(array, 0, out=out)
+
+
 def may_be_true(mask) -> bool:
     """Whether a bool array may hold a True, to skip work that only such arrays need.
 
@@ -312,8 +324,9 @@ def surely_finite(array) -> bool:
 def transposes_through_slabs(xp) -> bool:
     """Whether an (N, C, H, W) batch turns batch-last through cache-sized slabs (ops/layout.py).
 
-    NumPy: yes, two copies with long runs beat one copy that moves one value at a time (a
-    (512, 3, 32, 32) batch about 2x faster). CuPy: no, one kernel; more would cost more launches.
+    NumPy: yes; a copy of runs of values, then a transpose of each slab while it is in cache,
+    beat one copy that moves one value at a time (a (512, 3, 32, 32) batch about 2x faster).
+    CuPy: no, one kernel; more would cost more launches.
     """
     return xp is numpy
 
