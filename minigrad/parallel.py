@@ -7,9 +7,11 @@ once into disjoint parts whose writes never overlap, and the parts are dealt out
 ops/layout.py the slabs it transposes, ``matmul`` (the linear layers) blocks of 64 rows, and
 ``elementwise`` (ReLU) chunks of memory. "Big enough" is counted in multiply-adds for products
 (``PARALLEL_MIN_PRODUCT``) and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
-below that everything stays on the calling thread: a split costs ~25 us (the hand-off to a
-worker and the GIL going back and forth), more than small batches gain (LeNet at batch 32
-runs fastest on one thread).
+below that everything stays on the calling thread. A split costs ~25 us when the worker was
+just busy (the hand-off and the GIL going back and forth) and 80-200 us when it idled for a
+millisecond or more (its core sleeps; measured on the VM of benchmarks/RESULTS.md), and two
+threads making short NumPy calls queue for the GIL: more than small batches gain (LeNet at
+batch 32 runs fastest on one thread).
 
 BLAS is held to one thread inside the kernels that multiply, so that two levels of threads
 never fight over the cores: after a threaded call OpenBLAS's own workers spin for a while,
