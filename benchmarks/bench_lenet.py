@@ -195,7 +195,7 @@ def measure(args):
     machine = spawn(["--worker", "gemm"], args.threads)
     rows = []
     for batch_size in args.batch_sizes:
-        common = ["--batch-size", str(batch_size), "--device", args.device,
+        common = ["--batch-size", str(batch_size), "--device", args.device, "--threads", str(args.threads),
                   "--warmup", str(args.warmup), "--steps", str(args.steps)]
         rounds = []
         for round_index in range(args.repeats):  # alternate frameworks so a busy moment hits both
