@@ -28,6 +28,7 @@ Read next: ``backend.py`` (NumPy or CuPy underneath everything).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import threading
@@ -144,6 +145,7 @@ def one_blas_thread():
     return _blas_libraries().limit(limits=1)
 
 
+@functools.cache
 def _blas_limits_are_per_thread():
     """Whether a BLAS library here takes its thread limit per calling thread (OpenMP builds),
     not for the whole process (pthreads builds, like NumPy's wheels)."""
@@ -151,10 +153,10 @@ def _blas_limits_are_per_thread():
 
 
 def _holding_one_blas_thread(work):
+    @functools.wraps(work)
     def held(part):
         with one_blas_thread():
             work(part)
-    held.__name__ = work.__name__
     return held
 
 

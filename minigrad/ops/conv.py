@@ -38,6 +38,7 @@ Read next: ``ops/pool.py``, then ``ops/layout.py`` (the memory layout both rely 
 from __future__ import annotations
 
 from collections import namedtuple
+from functools import cached_property
 
 from .. import backend, parallel
 from ..autograd import Function
@@ -81,11 +82,13 @@ class ConvShape:
         out_values = self.out_channels * self.out_hw[0] * self.out_hw[1] * self.batch
         return out_values * self.group_channels * self.kernel_h * self.kernel_w
 
+    @cached_property
     def output_blocks(self):
         """(rows, cols) blocks of the output, each gathering about a cache's worth of input; when
         the conv is big enough for threads, at least ``backend.min_conv_blocks`` if there are the
         rows for them (on NumPy two, so that two threads share a conv that fits one block). Like
-        the rest of the cut, this depends only on the sizes, never on the thread count."""
+        the rest of the cut, this depends only on the sizes, never on the thread count. Made once:
+        forward and the weight gradient walk the same blocks."""
         def cut(min_row_blocks):
             return band_blocks(self.out_hw, self.channels * self.kernel_w * self.batch, self.reach, self.stride[0],
                                backend.conv_block_elements(self.xp), min_row_blocks=min_row_blocks,
@@ -219,7 +222,7 @@ class Conv2d(Function):
         weights = shape.band_weights(w)                                   # (g, 1, R*O/g, stacked_rows*C/g*KW)
         bias_column = bias[0].reshape(groups, 1, -1, 1) if bias else None
         out = xp.empty((w.shape[0], *shape.out_hw, shape.batch), dtype=x.dtype)  # (O, OH, OW, N): all written
-        blocks = shape.output_blocks()
+        blocks = shape.output_blocks
 
         def forward_blocks(part):
             for rows, cols in (blocks[i] for i in part):
@@ -265,7 +268,7 @@ class Conv2d(Function):
         Returns its ``BlockWork``: backward hands the blocks to the threads; the result is (dW, db)."""
         xp, shape = backend.xp_of(grad_out), self.shape
         x_grouped = shape.grouped(x_padded)
-        blocks = shape.output_blocks()
+        blocks = shape.output_blocks
         out_per_group = shape.out_channels // shape.groups
         band_size = shape.reach * shape.group_channels * shape.kernel_w
         # Every block writes its own partial sums: no zero-fill, no two threads on one sum.
