@@ -56,7 +56,8 @@ def default_num_threads() -> int:
 
 num_threads = default_num_threads()
 _workers = None          # the worker threads (num_threads - 1 of them), made on first use
-_blas = None             # threadpoolctl's handle on the loaded BLAS libraries, made on first use
+_blas = None             # threadpoolctl's controllers of the loaded BLAS libraries, made on first use
+_limit_counter = None    # threadpoolctl's count of nested limits (one_blas_thread), found with _blas
 _lock = threading.Lock()
 _busy = threading.Lock()  # held while the workers run a split: one split at a time
 
@@ -130,26 +131,57 @@ if hasattr(os, "register_at_fork"):
 
 
 def _blas_libraries():
-    global _blas
-    with _lock:
-        if _blas is None:
-            from threadpoolctl import ThreadpoolController  # scans the loaded libraries once (~ms)
-            _blas = ThreadpoolController().select(user_api="blas")
+    """threadpoolctl's controllers of the loaded BLAS libraries, one per library."""
+    global _blas, _limit_counter
+    if _blas is None:
+        with _lock:
+            if _blas is None:
+                import threadpoolctl
+                # threadpoolctl's per-thread count of the limits that changed OpenBLAS, which its
+                # own limit() keeps (3.8 and later; before, any thread may set OpenBLAS's limit).
+                _limit_counter = getattr(threadpoolctl, "CONTROLLING_THREAD_OWNERSHIP", None)
+                # Scans the loaded libraries once (~ms).
+                _blas = threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
     return _blas
 
 
-def one_blas_thread():
+class one_blas_thread:
     """``with one_blas_thread():`` holds the BLAS libraries to one thread inside and gives the
-    caller's setting back on the way out (threadpoolctl's ``limit``, which also keeps track of
-    which thread may change OpenBLAS's process-wide setting when limits are nested)."""
-    return _blas_libraries().limit(limits=1)
+    caller's setting back on the way out.
+
+    The same steps as threadpoolctl's ``limit(limits=1)``, through the same per-library
+    controllers (which know which thread may change OpenBLAS's process-wide setting, and count
+    nested limits so that a user's enclosing ``threadpool_limits`` keeps that right), minus
+    re-reading every library's description on each call: a LeNet step makes 13 holds, which
+    cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md).
+    """
+    __slots__ = ("_before", "_changes")
+
+    def __enter__(self):
+        libraries = _blas_libraries()
+        self._before = [library.get_num_threads() for library in libraries]
+        self._changes = any(threads != 1 for threads in self._before)   # else nothing to change
+        if self._changes:
+            for library in libraries:
+                library.set_num_threads(1)
+            if _limit_counter is not None:
+                _limit_counter.increment()
+        return self
+
+    def __exit__(self, *exception):
+        if self._changes:
+            for library, threads in zip(_blas_libraries(), self._before):
+                if threads is not None:                  # None: the library does not say
+                    library.set_num_threads(threads)
+            if _limit_counter is not None:
+                _limit_counter.decrement()   # at zero, OpenBLAS's setting is free for any thread again
 
 
 @functools.cache
 def _blas_limits_are_per_thread():
     """Whether a BLAS library here takes its thread limit per calling thread (OpenMP builds),
     not for the whole process (pthreads builds, like NumPy's wheels)."""
-    return any(getattr(library, "threading_layer", None) == "openmp" for library in _blas_libraries().lib_controllers)
+    return any(getattr(library, "threading_layer", None) == "openmp" for library in _blas_libraries())
 
 
 def _holding_one_blas_thread(work):

@@ -207,7 +207,7 @@ def test_small_convolutions_stay_on_one_thread(monkeypatch, thread_splits):
 def blas_threads():
     """Threads of the BLAS libraries minigrad's kernels use (NumPy's; torch may have loaded its own)."""
     from threadpoolctl import threadpool_info
-    used = {library.filepath for library in parallel._blas_libraries().lib_controllers}
+    used = {library.filepath for library in parallel._blas_libraries()}
     return [library["num_threads"] for library in threadpool_info() if library["filepath"] in used]
 
 
@@ -355,6 +355,42 @@ def test_with_per_thread_blas_limits_each_worker_holds_its_own(monkeypatch, two_
         parallel.run_split(lambda part: ran_on.append(threading.get_ident()), 2, size=1, xp=np)
         assert len(set(ran_on)) == 2
         assert sorted(held_on) == (sorted(ran_on) if per_thread else [threading.get_ident()])
+
+
+def test_a_blas_hold_leaves_openblas_free_for_other_threads_to_limit():
+    """OpenBLAS's limit is process-wide: threadpoolctl lets one thread at a time change it and
+    frees it when that thread's last limit ends. A hold must free it too, else every later
+    ``threadpool_limits`` from another thread silently does nothing."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=2, user_api="blas"):
+        with parallel.one_blas_thread():
+            inside = blas_threads()
+        after = blas_threads()
+    seen = []
+
+    def other_thread():
+        with threadpool_limits(limits=1, user_api="blas"):
+            seen.append(blas_threads())
+        seen.append(blas_threads())
+    with parallel.one_blas_thread():
+        pass
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert inside == [1] * len(after) and after == [2] * len(after), "the user's enclosing limit is kept"
+    assert seen[0] == [1] * len(after), "another thread could limit BLAS after the hold"
+    assert seen[1] == [2] * len(after)
+
+
+def test_a_blas_hold_changes_nothing_when_blas_already_runs_one_thread(monkeypatch):
+    from threadpoolctl import threadpool_limits
+    calls = []
+    for library in parallel._blas_libraries():
+        monkeypatch.setattr(library, "set_num_threads", lambda threads, library=library: calls.append(threads))
+    with threadpool_limits(limits=1, user_api="blas"):
+        with parallel.one_blas_thread():
+            pass
+    assert calls == []
 
 
 def test_kernels_without_products_leave_blas_alone(two_threads_always):
