@@ -50,6 +50,7 @@ from .layout import (add_width_back, band_blocks, bands, batch_first, batch_last
 # Stack output rows in one product when a group has at most this many output channels
 # (LeNet's first conv, 6: 1.6x faster products; its second, 16: no gain measured).
 STACK_ROWS_UP_TO_CHANNELS = 8
+STACKED_ROWS = 2
 # The input gradient is cut into at least this many blocks of whole rows (threads take whole rows).
 INPUT_ROW_BLOCKS = 2
 # A gradient as blocks: how many, the work on block i (blocks write disjoint memory or their own
@@ -74,7 +75,7 @@ class ConvShape:
         # Worth it only for few output channels and when the longer band is mostly the R rows' own.
         few_channels = self.out_channels // groups <= STACK_ROWS_UP_TO_CHANNELS
         stack = backend.stacks_conv_rows(xp) and few_channels and stride[0] == 1 and self.reach >= 3
-        self.rows_per_product = 2 if stack else 1
+        self.rows_per_product = STACKED_ROWS if stack else 1
         self.stacked_rows = self.rows_per_product - 1 + self.reach             # stride 1 when stacked
 
     def multiply_adds(self):
