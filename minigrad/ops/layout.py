@@ -124,11 +124,17 @@ def gather_width(x_grouped, in_rows, cols, kernel_w, stride_w, dilation_w, out):
     """Copy what output columns ``cols`` read along the width: (g, C/g, Hp, Wp, N) -> out, a
     (g, rows, C/g, KW, c, N) array. Each input row is copied KW times, not KH*KW: the KH rows
     of a window are taken later as a band of these rows (``bands``), shared by overlapping windows.
+
+    One copy from a strided view of the input in out's shape, whose KW axis steps ``dilation_w``
+    columns (the windows overlap, so the view does too): each input row is then read once from
+    memory and KW times from cache, where KW separate copies read it KW times from memory
+    (1.3-2x faster on LeNet's convs, benchmarks/RESULTS.md).
     """
-    for kw in range(kernel_w):
-        left = cols.start * stride_w + kw * dilation_w
-        right = left + stride_w * (cols.stop - cols.start - 1) + 1
-        out[:, :, :, kw] = x_grouped[:, :, in_rows, left:right:stride_w].transpose(0, 2, 1, 3, 4)
+    first = x_grouped[:, :, in_rows, cols.start * stride_w:]            # from the first column read
+    g_step, c_step, row_step, col_step, n_step = first.strides
+    windows = backend.as_strided(first, out.shape,
+                                 (g_step, row_step, c_step, dilation_w * col_step, stride_w * col_step, n_step))
+    out[...] = windows
     return out
 
 
