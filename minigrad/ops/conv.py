@@ -50,7 +50,6 @@ from .layout import (add_width_back, band_blocks, bands, batch_first, batch_last
 # Stack output rows in one product when a group has at most this many output channels
 # (LeNet's first conv, 6: 1.6x faster products; its second, 16: no gain measured).
 STACK_ROWS_UP_TO_CHANNELS = 8
-STACKED_ROWS = 2
 # The input gradient is cut into at least this many blocks of whole rows (threads take whole rows).
 INPUT_ROW_BLOCKS = 2
 # A gradient as blocks: how many, the work on block i (blocks write disjoint memory or their own
@@ -75,7 +74,7 @@ class ConvShape:
         # Worth it only for few output channels and when the longer band is mostly the R rows' own.
         few_channels = self.out_channels // groups <= STACK_ROWS_UP_TO_CHANNELS
         stack = backend.stacks_conv_rows(xp) and few_channels and stride[0] == 1 and self.reach >= 3
-        self.rows_per_product = STACKED_ROWS if stack else 1
+        self.rows_per_product = 2 if stack else 1
         self.stacked_rows = self.rows_per_product - 1 + self.reach             # stride 1 when stacked
 
     def multiply_adds(self):
@@ -193,14 +192,15 @@ class ConvShape:
         band_row = self.group_channels * self.kernel_w                       # values per gathered row
         stacked = self.stacked_part(num_rows)
         total = None
-        # bands @ dout^T, the (K x O) orientation: OpenBLAS runs these long, thin products
-        # faster than dout @ bands^T.
+        # A stacked product has few rows of dout (R*O/g): dout @ bands^T runs faster than
+        # bands @ dout^T (LeNet's conv1, batch 128: 45 vs 29 GF/s); the plain product, with more
+        # channels, runs faster the other way round (conv2: 47 vs 43 GF/s).
         if stacked:                                                             # stride 1: bands step by R rows
             dout = grad_rows[:, :stacked].reshape(self.groups, stacked // rows, rows * out_per_group, -1)  # a copy
-            product = backend.matmul(bands(gathered, stacked // rows, self.stacked_rows, rows),
-                                     dout.transpose(0, 1, 3, 2)).sum(axis=1)     # (g, stacked_rows*M, R*O/g)
-            total = sum(product[:, r * band_row:(r + self.reach) * band_row, r * out_per_group:(r + 1) * out_per_group]
-                        for r in range(rows))
+            product = backend.matmul(dout, bands(gathered, stacked // rows, self.stacked_rows, rows).transpose(0, 1, 3, 2)
+                                     ).sum(axis=1)                                  # (g, R*O/g, stacked_rows*M)
+            total = sum(product[:, r * out_per_group:(r + 1) * out_per_group, r * band_row:(r + self.reach) * band_row]
+                        for r in range(rows)).transpose(0, 2, 1)
         if stacked < num_rows:
             plain = backend.matmul(bands(gathered[:, stacked * stride:], num_rows - stacked, self.reach, stride),
                                    grad_rows[:, stacked:].transpose(0, 1, 3, 2)).sum(axis=1)
