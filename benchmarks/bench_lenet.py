@@ -5,12 +5,15 @@
     python benchmarks/bench_lenet.py --device cuda        # CuPy vs PyTorch CUDA
 
 Each (framework, batch size) runs in its own subprocess, so its peak RSS (ru_maxrss) is its
-own: warm-up steps, then the median of ``--steps`` timed steps. Both frameworks train the
+own. In each round both processes are started and warmed up, then take turns of one untimed
+and ``--steps-per-turn`` timed steps until each has ``--steps``: on a shared VM whose speed
+drifts by 20-40% from one second to the next, turns a few steps long put both frameworks in the
+same moment, where whole runs one after the other did not. Both frameworks train the
 same network (conv 3->6 5x5, relu, maxpool 2, conv 6->16 5x5, relu, maxpool 2, flatten,
 400->120->84->10, cross-entropy, SGD lr 0.01 momentum 0.9) on the same random float32 batch,
 with ``--threads`` threads (torch.set_num_threads; minigrad gets MINIGRAD_NUM_THREADS, OpenBLAS
 OPENBLAS_NUM_THREADS).
-On a shared machine, ``--wait-for-idle`` waits for quiet cores before each run.
+On a shared machine, ``--wait-for-idle`` waits for quiet cores before each round.
 Achieved GFLOP/s are counted analytically (2 x MACs forward, x3 for forward + backward) and
 set against the GEMM GFLOP/s of NumPy's BLAS measured in the same run.
 """
@@ -109,23 +112,61 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def run_worker(framework, batch_size, device, threads, warmup, steps):
-    """Time one framework at one batch size; returns a dict (printed as JSON by the subprocess)."""
+def serve_worker(framework, batch_size, device, threads, warmup):
+    """A worker process: warm up, then for each line "N" on stdin run one untimed step (the
+    other process ran meanwhile: caches and idle threads warm up again) and N timed steps, and
+    print their wall and CPU seconds as a JSON line; at "done", print the peak RSS and exit."""
     step = (minigrad_step_fn(batch_size, device) if framework == "minigrad"
             else torch_step_fn(batch_size, device, threads))
     for _ in range(warmup):
         step()
-    seconds, cpu_seconds = [], []
-    for _ in range(steps):
-        start, cpu_start = time.perf_counter(), time.process_time()
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        if line.strip() == "done":
+            break
         step()
-        seconds.append(time.perf_counter() - start)
-        cpu_seconds.append(time.process_time() - cpu_start)
-    median = statistics.median(seconds)
-    # CPU seconds (all threads) per step: less sensitive than wall time to other processes.
-    return {"framework": framework, "batch_size": batch_size, "median_step_s": median,
-            "median_cpu_s_per_step": statistics.median(cpu_seconds),
-            "images_per_s": batch_size / median, "peak_rss_mib": peak_rss_mib()}
+        seconds, cpu_seconds = [], []
+        for _ in range(int(line)):
+            start, cpu_start = time.perf_counter(), time.process_time()
+            step()
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu_start)
+        print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds}), flush=True)
+    print(json.dumps({"peak_rss_mib": peak_rss_mib()}), flush=True)
+
+
+class Worker:
+    """One framework at one batch size in its own process, timed a turn at a time (``turn``)."""
+
+    def __init__(self, arguments, threads, batch_size):
+        self.batch_size = batch_size
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), *arguments], env=worker_env(threads),
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.seconds, self.cpu_seconds = [], []
+        self._reply()                                          # warmed up
+
+    def _reply(self):
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.process.args[2:]} failed:\n{self.process.stderr.read()}")
+        return json.loads(line)
+
+    def turn(self, steps):
+        self.process.stdin.write(f"{steps}\n")
+        self.process.stdin.flush()
+        times = self._reply()
+        self.seconds += times["seconds"]
+        self.cpu_seconds += times["cpu_seconds"]
+
+    def finish(self):
+        """Stop the process; the result of all its turns: median step, CPU per step, peak RSS."""
+        self.process.stdin.write("done\n")
+        self.process.stdin.flush()
+        peak = self._reply()["peak_rss_mib"]
+        self.process.wait()
+        median = statistics.median(self.seconds)
+        return {"median_step_s": median, "images_per_s": self.batch_size / median,
+                "median_cpu_s_per_step": statistics.median(self.cpu_seconds), "peak_rss_mib": peak}
 
 
 def gemm_gflops(size=2048, repeats=5):
@@ -177,12 +218,16 @@ def wait_until_idle(max_wait_s, wanted=0.9):
     return idle
 
 
+def worker_env(threads):
+    """Every library's thread setting for a worker process."""
+    return dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+                MKL_NUM_THREADS=str(threads), MINIGRAD_NUM_THREADS=str(threads))
+
+
 def spawn(arguments, threads):
-    """Run this script as a worker in a fresh process (its own RSS, its own thread setting)."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), MINIGRAD_NUM_THREADS=str(threads))
+    """Run this script as a one-shot worker in a fresh process (the GEMM measurement)."""
     result = subprocess.run([sys.executable, os.path.abspath(__file__), *arguments],
-                            env=env, capture_output=True, text=True, check=False)
+                            env=worker_env(threads), capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"worker {arguments} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -196,15 +241,21 @@ def measure(args):
     rows = []
     for batch_size in args.batch_sizes:
         common = ["--batch-size", str(batch_size), "--device", args.device, "--threads", str(args.threads),
-                  "--warmup", str(args.warmup), "--steps", str(args.steps)]
+                  "--warmup", str(args.warmup)]
         rounds = []
-        for round_index in range(args.repeats):  # alternate frameworks so a busy moment hits both
-            order = ("torch", "minigrad") if round_index % 2 == 0 else ("minigrad", "torch")
-            result = {}
-            for framework in order:
-                idle_before = wait_until_idle(args.wait_for_idle)
-                result[framework] = dict(spawn(["--worker", framework, *common], args.threads), idle_before=idle_before)
-            rounds.append(result)
+        for round_index in range(args.repeats):  # a fresh pair of processes per round
+            idle_before = wait_until_idle(args.wait_for_idle)
+            workers = {framework: Worker(["--worker", framework, *common], args.threads, batch_size)
+                       for framework in ("torch", "minigrad")}
+            timed = 0
+            while timed < args.steps:  # turns: whoever went first goes second next time
+                turn = min(args.steps_per_turn, args.steps - timed)
+                first, second = ("torch", "minigrad") if (timed // args.steps_per_turn) % 2 == 0 else ("minigrad", "torch")
+                workers[first].turn(turn)
+                workers[second].turn(turn)
+                timed += turn
+            rounds.append({framework: dict(worker.finish(), idle_before=idle_before)
+                           for framework, worker in workers.items()})
         # On a noisy machine each round's ratio compares two runs seconds apart: the round with
         # the median ratio (the lower middle one for an even count) is reported, with the spread.
         ratios = [r["minigrad"]["images_per_s"] / r["torch"]["images_per_s"] for r in rounds]
@@ -226,7 +277,7 @@ def measure(args):
             "torch_cpu_ms_per_step": 1e3 * pt["median_cpu_s_per_step"],
         })
     return {"device": args.device, "threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-            "repeats": args.repeats,
+            "repeats": args.repeats, "steps_per_turn": args.steps_per_turn,
             "training_flops_per_image": flops_per_image, "numpy_gemm_gflops": machine["gemm_gflops"],
             "numpy_blas": machine["numpy_blas"],
             # Other processes skew wall-clock ratios (2-thread PyTorch suffers most): check these.
@@ -236,8 +287,8 @@ def measure(args):
 
 def print_table(report):
     print(f"LeNet training step, device={report['device']}, threads={report['threads']}, "
-          f"median of {report['steps']} steps after {report['warmup']} warm-up; the round with the median "
-          f"ratio of {report['repeats']} alternating rounds; "
+          f"median of {report['steps']} steps after {report['warmup']} warm-up, in alternating turns of "
+          f"{report['steps_per_turn']}; the round with the median ratio of {report['repeats']} rounds; "
           f"NumPy ({report['numpy_blas']}) float32 GEMM: {report['numpy_gemm_gflops']:.1f} GFLOP/s; load average "
           f"{report['load_average_1min_before']:.1f} before, {report['load_average_1min_after']:.1f} after")
     header = f"{'batch':>6} {'minigrad img/s':>15} {'torch img/s':>12} {'ratio':>6} {'ratio spread':>13} " \
@@ -262,9 +313,11 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--steps", type=int, default=15, help="timed steps; the median is reported (default 15)")
+    parser.add_argument("--steps-per-turn", type=int, default=3,
+                        help="timed steps per turn; the frameworks' processes take turns (default 3)")
     parser.add_argument("--repeats", type=int, default=1,
-                        help="alternating rounds, a fresh process per framework in each; the round with "
-                             "the median ratio is reported, with the spread of all (default 1)")
+                        help="rounds, a fresh process per framework in each; the round with the median "
+                             "ratio is reported, with the spread of all (default 1)")
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
                         help="on a shared machine, wait up to SECONDS before each run for the cores to be "
                              "90%% idle (the idle share seen is reported; default 0: do not wait)")
@@ -278,11 +331,12 @@ def main(argv=None):
     args = parse_args(argv)
     if args.steps < 10:
         raise SystemExit(f"--steps: expected at least 10 timed steps, got {args.steps}")
+    if args.steps_per_turn < 1:
+        raise SystemExit(f"--steps-per-turn: expected at least 1 step, got {args.steps_per_turn}")
     if args.worker == "gemm":
         print(json.dumps({"gemm_gflops": gemm_gflops(), "numpy_blas": numpy_blas()}))
     elif args.worker:
-        print(json.dumps(run_worker(args.worker, args.batch_size, args.device, args.threads,
-                                    args.warmup, args.steps)))
+        serve_worker(args.worker, args.batch_size, args.device, args.threads, args.warmup)
     else:
         report = measure(args)
         print(json.dumps(report, indent=2)) if args.json else print_table(report)
