@@ -382,6 +382,18 @@ def test_a_blas_hold_leaves_openblas_free_for_other_threads_to_limit():
     assert seen[1] == [2] * len(after)
 
 
+def test_a_blas_hold_works_without_threadpoolctls_limit_count(monkeypatch):
+    """threadpoolctl before 3.8 keeps no count of nested limits (any thread may set OpenBLAS's)."""
+    from threadpoolctl import threadpool_limits
+    parallel._blas_libraries()
+    monkeypatch.setattr(parallel, "_limit_counter", None)
+    with threadpool_limits(limits=2, user_api="blas"):
+        with parallel.one_blas_thread():
+            inside = blas_threads()
+        after = blas_threads()
+    assert inside == [1] * len(after) and after == [2] * len(after)
+
+
 def test_a_blas_hold_changes_nothing_when_blas_already_runs_one_thread(monkeypatch):
     from threadpoolctl import threadpool_limits
     calls = []
