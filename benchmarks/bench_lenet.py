@@ -25,6 +25,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,15 +141,20 @@ class Worker:
 
     def __init__(self, arguments, threads, batch_size):
         self.batch_size = batch_size
+        # stderr to a file, not a pipe: a pipe nobody reads fills up with warnings and the worker
+        # then blocks on it while this process waits for its stdout.
+        self.errors = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), *arguments], env=worker_env(threads),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
         self.seconds, self.cpu_seconds = [], []
         self._reply()                                          # warmed up
 
     def _reply(self):
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"worker {self.process.args[2:]} failed:\n{self.process.stderr.read()}")
+            self.process.wait()
+            self.errors.seek(0)
+            raise RuntimeError(f"worker {self.process.args[2:]} failed:\n{self.errors.read()}")
         return json.loads(line)
 
     def turn(self, steps):
@@ -164,6 +170,7 @@ class Worker:
         self.process.stdin.flush()
         peak = self._reply()["peak_rss_mib"]
         self.process.wait()
+        self.errors.close()
         median = statistics.median(self.seconds)
         return {"median_step_s": median, "images_per_s": self.batch_size / median,
                 "median_cpu_s_per_step": statistics.median(self.cpu_seconds), "peak_rss_mib": peak}
