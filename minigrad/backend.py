@@ -222,6 +222,18 @@ def parse_dtype(dtype):
     return parsed
 
 
+def parse_to_target(target):
+    """The one positional argument of ``Tensor.to`` and ``Module.to``, a device (``"cpu"``,
+    ``"cuda:1"``, a ``device``) or a dtype, as (dtype, device) with the other one None."""
+    if not is_dtype_like(target):
+        return None, target
+    try:
+        return parse_dtype(target), None
+    except TypeError:
+        raise TypeError(f"to: expected a device ('cpu', 'cuda' or 'cuda:N') or a numeric dtype such as "
+                        f"'float32', got {target!r}") from None
+
+
 def is_dtype_like(value) -> bool:
     if isinstance(value, str):
         return value not in ("cpu", "cuda") and not value.startswith("cuda:")

@@ -244,10 +244,9 @@ class Tensor:
         gradient is copied back to the source device. The only way to move data between devices.
         """
         if target is not None:
-            if backend.is_dtype_like(target):
-                dtype = target
-            else:
-                device = target
+            target_dtype, target_device = backend.parse_to_target(target)
+            dtype = target_dtype if target_dtype is not None else dtype
+            device = target_device if target_device is not None else device
         out = self
         if dtype is not None:
             dtype = backend.parse_dtype(dtype)

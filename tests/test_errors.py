@@ -261,3 +261,12 @@ def test_pad_refuses_a_fractional_value_for_an_integer_tensor():
     with pytest.raises(ValueError, match=r"value: expected a whole number to pad a int64 tensor, got 0.5"):
         mg.pad(mg.tensor([1, 2]), ((1, 1),), 0.5)
     assert mg.pad(mg.tensor([1, 2]), ((1, 0),), 3.0).tolist() == [3, 1, 2]  # a whole float is fine
+
+
+@pytest.mark.parametrize("move", [lambda target: mg.zeros(2).to(target), lambda target: nn.Linear(2, 2).to(target)],
+                         ids=["tensor", "module"])
+def test_to_rejects_a_target_that_is_neither_device_nor_dtype_naming_both(move):
+    with pytest.raises(TypeError, match=r"to: expected a device \('cpu', 'cuda' or 'cuda:N'\) or a numeric dtype.*'nonsense'"):
+        move("nonsense")
+    with pytest.raises(TypeError, match=r"to: expected a device .* or a numeric dtype.*str"):
+        move(str)
