@@ -144,36 +144,48 @@ class Worker:
         # stderr to a file, not a pipe: a pipe nobody reads fills up with warnings and the worker
         # then blocks on it while this process waits for its stdout.
         self.errors = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), *arguments], env=worker_env(threads),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True)
+        self.process = subprocess.Popen([sys.executable, os.path.abspath(__file__), *arguments],
+                                        env=worker_env(threads), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        stderr=self.errors, text=True)
         self.seconds, self.cpu_seconds = [], []
-        self._reply()                                          # warmed up
+        self._ask(None)                                        # warmed up
 
-    def _reply(self):
-        line = self.process.stdout.readline()
-        if not line:
-            self.process.wait()
+    def _ask(self, command):
+        """Send ``command`` (None: only listen) and read the worker's one-line JSON answer."""
+        try:
+            if command is not None:
+                self.process.stdin.write(f"{command}\n")
+                self.process.stdin.flush()
+            line = self.process.stdout.readline()
+            return json.loads(line)
+        except (OSError, ValueError):   # a dead worker: a broken pipe, no line, or not its answer
+            self.close()
             self.errors.seek(0)
-            raise RuntimeError(f"worker {self.process.args[2:]} failed:\n{self.errors.read()}")
-        return json.loads(line)
+            raise RuntimeError(f"worker {self.process.args[2:]} failed (exit status {self.process.returncode}):\n"
+                               f"{self.errors.read()}") from None
 
     def turn(self, steps):
-        self.process.stdin.write(f"{steps}\n")
-        self.process.stdin.flush()
-        times = self._reply()
+        times = self._ask(steps)
         self.seconds += times["seconds"]
         self.cpu_seconds += times["cpu_seconds"]
 
     def finish(self):
         """Stop the process; the result of all its turns: median step, CPU per step, peak RSS."""
-        self.process.stdin.write("done\n")
-        self.process.stdin.flush()
-        peak = self._reply()["peak_rss_mib"]
-        self.process.wait()
+        peak = self._ask("done")["peak_rss_mib"]
+        if self.process.wait() != 0:
+            self.errors.seek(0)
+            raise RuntimeError(f"worker {self.process.args[2:]} exited with status {self.process.returncode}:\n"
+                               f"{self.errors.read()}")
         self.errors.close()
         median = statistics.median(self.seconds)
         return {"median_step_s": median, "images_per_s": self.batch_size / median,
                 "median_cpu_s_per_step": statistics.median(self.cpu_seconds), "peak_rss_mib": peak}
+
+    def close(self):
+        """Make sure the process is gone (a no-op after ``finish``)."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 def gemm_gflops(size=2048, repeats=5):
@@ -241,6 +253,27 @@ def spawn(arguments, threads):
 
 
 # ----------------------------------------------------------------------------- report
+def run_round(common, batch_size, args):
+    """A fresh PyTorch and minigrad process side by side, taking turns until each has timed
+    ``args.steps`` steps (whoever went first goes second next time); their results."""
+    idle_before = wait_until_idle(args.wait_for_idle)
+    workers = {}
+    try:
+        for framework in ("torch", "minigrad"):
+            workers[framework] = Worker(["--worker", framework, *common], args.threads, batch_size)
+        timed = 0
+        while timed < args.steps:
+            turn = min(args.steps_per_turn, args.steps - timed)
+            order = ("torch", "minigrad") if (timed // args.steps_per_turn) % 2 == 0 else ("minigrad", "torch")
+            for framework in order:
+                workers[framework].turn(turn)
+            timed += turn
+        return {framework: dict(worker.finish(), idle_before=idle_before) for framework, worker in workers.items()}
+    finally:
+        for worker in workers.values():   # on a failure, the other process does not linger
+            worker.close()
+
+
 def measure(args):
     flops_per_image = lenet_training_flops_per_image()
     load_before = os.getloadavg()[0]
@@ -249,20 +282,7 @@ def measure(args):
     for batch_size in args.batch_sizes:
         common = ["--batch-size", str(batch_size), "--device", args.device, "--threads", str(args.threads),
                   "--warmup", str(args.warmup)]
-        rounds = []
-        for round_index in range(args.repeats):  # a fresh pair of processes per round
-            idle_before = wait_until_idle(args.wait_for_idle)
-            workers = {framework: Worker(["--worker", framework, *common], args.threads, batch_size)
-                       for framework in ("torch", "minigrad")}
-            timed = 0
-            while timed < args.steps:  # turns: whoever went first goes second next time
-                turn = min(args.steps_per_turn, args.steps - timed)
-                first, second = ("torch", "minigrad") if (timed // args.steps_per_turn) % 2 == 0 else ("minigrad", "torch")
-                workers[first].turn(turn)
-                workers[second].turn(turn)
-                timed += turn
-            rounds.append({framework: dict(worker.finish(), idle_before=idle_before)
-                           for framework, worker in workers.items()})
+        rounds = [run_round(common, batch_size, args) for _ in range(args.repeats)]
         # On a noisy machine each round's ratio compares two runs seconds apart: the round with
         # the median ratio (the lower middle one for an even count) is reported, with the spread.
         ratios = [r["minigrad"]["images_per_s"] / r["torch"]["images_per_s"] for r in rounds]
@@ -326,7 +346,7 @@ def parse_args(argv=None):
                         help="rounds, a fresh process per framework in each; the round with the median "
                              "ratio is reported, with the spread of all (default 1)")
     parser.add_argument("--wait-for-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="on a shared machine, wait up to SECONDS before each run for the cores to be "
+                        help="on a shared machine, wait up to SECONDS before each round for the cores to be "
                              "90%% idle (the idle share seen is reported; default 0: do not wait)")
     parser.add_argument("--json", action="store_true", help="print machine-readable results instead of a table")
     parser.add_argument("--worker", choices=["minigrad", "torch", "gemm"], help=argparse.SUPPRESS)
