@@ -149,11 +149,13 @@ class one_blas_thread:
     """``with one_blas_thread():`` holds the BLAS libraries to one thread inside and gives the
     caller's setting back on the way out.
 
-    The same steps as threadpoolctl's ``limit(limits=1)``, through the same per-library
-    controllers (which know which thread may change OpenBLAS's process-wide setting, and count
-    nested limits so that a user's enclosing ``threadpool_limits`` keeps that right), minus
+    What threadpoolctl's ``limit(limits=1)`` does, through the same per-library controllers
+    (which know which thread may change OpenBLAS's process-wide setting) and the same count of
+    nested limits (so that a user's enclosing ``threadpool_limits`` keeps that right), without
     re-reading every library's description on each call: a LeNet step makes 13 holds, which
-    cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md).
+    cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md). Unlike
+    ``limit()`` it changes and counts nothing when every library already runs one thread, and
+    leaves alone a library that does not say how many threads it runs.
     """
     __slots__ = ("_before", "_changes")
 

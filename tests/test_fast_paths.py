@@ -362,6 +362,9 @@ def test_a_blas_hold_leaves_openblas_free_for_other_threads_to_limit():
     frees it when that thread's last limit ends. A hold must free it too, else every later
     ``threadpool_limits`` from another thread silently does nothing."""
     from threadpoolctl import threadpool_limits
+    default = blas_threads()
+    if default == [1] * len(default):
+        pytest.skip("BLAS runs one thread here: a hold changes nothing")
     with threadpool_limits(limits=2, user_api="blas"):
         with parallel.one_blas_thread():
             inside = blas_threads()
@@ -379,7 +382,7 @@ def test_a_blas_hold_leaves_openblas_free_for_other_threads_to_limit():
     thread.join()
     assert inside == [1] * len(after) and after == [2] * len(after), "the user's enclosing limit is kept"
     assert seen[0] == [1] * len(after), "another thread could limit BLAS after the hold"
-    assert seen[1] == [2] * len(after)
+    assert seen[1] == default
 
 
 def test_a_blas_hold_works_without_threadpoolctls_limit_count(monkeypatch):

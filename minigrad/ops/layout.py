@@ -131,6 +131,8 @@ def gather_width(x_grouped, in_rows, cols, kernel_w, stride_w, dilation_w, out):
     (1.3-2x faster on LeNet's convs, benchmarks/RESULTS.md).
     """
     first = x_grouped[:, :, in_rows, cols.start * stride_w:]            # from the first column read
+    last_column = (cols.stop - 1) * stride_w + (kernel_w - 1) * dilation_w
+    assert first.shape[2] == out.shape[1] and last_column < x_grouped.shape[3], "the view stays inside x"
     g_step, c_step, row_step, col_step, n_step = first.strides
     windows = backend.as_strided(first, out.shape,
                                  (g_step, row_step, c_step, dilation_w * col_step, stride_w * col_step, n_step))
