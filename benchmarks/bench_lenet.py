@@ -6,6 +6,7 @@
 
 Each (framework, batch size) runs in its own subprocess, so its peak RSS (ru_maxrss) is its
 own. In each round both processes are started and warmed up, then take turns of one untimed
+step (caches warm again, and the other process's BLAS/OpenMP threads stop spinning meanwhile)
 and ``--steps-per-turn`` timed steps until each has ``--steps``: on a shared VM whose speed
 drifts by 20-40% from one second to the next, turns a few steps long put both frameworks in the
 same moment, where whole runs one after the other did not. Both frameworks train the
