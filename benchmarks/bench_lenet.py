@@ -161,9 +161,13 @@ class Worker:
             return json.loads(line)
         except (OSError, ValueError):   # a dead worker: a broken pipe, no line, or not its answer
             self.close()
-            self.errors.seek(0)
-            raise RuntimeError(f"worker {self.process.args[2:]} failed (exit status {self.process.returncode}):\n"
-                               f"{self.errors.read()}") from None
+            raise self._failure("failed") from None
+
+    def _failure(self, what):
+        """The error for a worker that ``what`` (failed, exited badly), with its exit status and stderr."""
+        self.errors.seek(0)
+        return RuntimeError(f"worker {self.process.args[2:]} {what} (exit status {self.process.returncode}):\n"
+                            f"{self.errors.read()}")
 
     def turn(self, steps):
         times = self._ask(steps)
@@ -174,9 +178,7 @@ class Worker:
         """Stop the process; the result of all its turns: median step, CPU per step, peak RSS."""
         peak = self._ask("done")["peak_rss_mib"]
         if self.process.wait() != 0:
-            self.errors.seek(0)
-            raise RuntimeError(f"worker {self.process.args[2:]} exited with status {self.process.returncode}:\n"
-                               f"{self.errors.read()}")
+            raise self._failure("exited badly")
         self.errors.close()
         median = statistics.median(self.seconds)
         return {"median_step_s": median, "images_per_s": self.batch_size / median,

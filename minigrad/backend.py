@@ -222,16 +222,21 @@ def parse_dtype(dtype):
     return parsed
 
 
-def parse_to_target(target):
-    """The one positional argument of ``Tensor.to`` and ``Module.to``, a device (``"cpu"``,
-    ``"cuda:1"``, a ``device``) or a dtype, as (dtype, device) with the other one None."""
-    if not is_dtype_like(target):
-        return None, target
-    try:
-        return parse_dtype(target), None
-    except TypeError:
-        raise TypeError(f"to: expected a device ('cpu', 'cuda' or 'cuda:N') or a numeric dtype such as "
-                        f"'float32', got {target!r}") from None
+def parse_to_arguments(target, dtype, device):
+    """``to(target, dtype=, device=)`` of Tensor and Module, parsed: (dtype, device), each None
+    when not asked for. ``target``, the one positional argument, is a device (``"cpu"``,
+    ``"cuda:1"``, a ``device``) or a dtype, and takes the place of that keyword."""
+    if target is not None:
+        if not is_dtype_like(target):
+            device = target
+        else:
+            try:
+                dtype = parse_dtype(target)
+            except TypeError:
+                raise TypeError(f"to: expected a device ('cpu', 'cuda' or 'cuda:N') or a numeric dtype such as "
+                                f"'float32', got {target!r}") from None
+    return (parse_dtype(dtype) if dtype is not None else None,
+            parse_device(device) if device is not None else None)
 
 
 def is_dtype_like(value) -> bool:

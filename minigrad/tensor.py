@@ -243,19 +243,12 @@ class Tensor:
         Both are recorded in the graph like any op: a cast's gradient is cast back, a copy's
         gradient is copied back to the source device. The only way to move data between devices.
         """
-        if target is not None:
-            target_dtype, target_device = backend.parse_to_target(target)
-            dtype = target_dtype if target_dtype is not None else dtype
-            device = target_device if target_device is not None else device
+        dtype, device = backend.parse_to_arguments(target, dtype, device)
         out = self
-        if dtype is not None:
-            dtype = backend.parse_dtype(dtype)
-            if dtype != self.dtype:
-                out = elementwise.cast(out, dtype)
-        if device is not None:
-            device = backend.parse_device(device)
-            if device != out.device:
-                out = elementwise.move_to_device(out, device)
+        if dtype is not None and dtype != self.dtype:
+            out = elementwise.cast(out, dtype)
+        if device is not None and device != out.device:
+            out = elementwise.move_to_device(out, device)
         return out
 
     def cpu(self):

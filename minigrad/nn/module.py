@@ -140,12 +140,7 @@ class Module:
         (momentum, moments) stays where it was, as in PyTorch: move the model before the first
         step, or round-trip ``optimizer.load_state_dict(optimizer.state_dict())``, which puts
         the state on each parameter's device and dtype."""
-        if target is not None:
-            target_dtype, target_device = backend.parse_to_target(target)
-            dtype = target_dtype if target_dtype is not None else dtype
-            device = target_device if target_device is not None else device
-        dtype = backend.parse_dtype(dtype) if dtype is not None else None
-        device = backend.parse_device(device) if device is not None else None
+        dtype, device = backend.parse_to_arguments(target, dtype, device)
         for tensor in list(self.parameters()) + [b for _, b in self.named_buffers()]:
             tensor.array = _moved(tensor.array, dtype, device)
             if tensor.grad is not None:
