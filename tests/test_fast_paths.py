@@ -660,11 +660,14 @@ def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
     check_pool("max_pool2d", dict(kernel_size=3, stride=2, padding=1), x, device)
 
 
-@pytest.mark.parametrize("chunk_elements", [2, 1 << 18], ids=["chunk-per-channel", "one-chunk"])
+@pytest.mark.parametrize("chunk_elements", [2, 60, 1 << 18], ids=["chunk-per-channel", "chunks-across-channels",
+                                                                  "one-chunk"])
 @pytest.mark.parametrize("geometry, shape", POOL_CASES)
 def test_max_pool_split_between_threads_matches_torch_and_reference(device, monkeypatch, two_threads_always, geometry,
                                                                     shape, chunk_elements):
-    """Channels in chunks split between two threads; NaN windows and ties included."""
+    """Chunks split between two threads; NaN windows and ties included. Windows that tile the
+    input are cut into chunks of output rows of all channels stacked: with 60, the 2x2 case's 8
+    rows (4 per channel) go 2 + 3 + 3, one chunk holding rows of both channels."""
     monkeypatch.setattr(backend, "chunk_elements", lambda xp: chunk_elements)
     rng = np.random.default_rng(8)
     x = rng.integers(-1, 2, size=shape).astype(np.float64)

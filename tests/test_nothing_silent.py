@@ -198,15 +198,17 @@ def test_max_gradient_goes_to_the_nan_as_torch(largest):
 @pytest.mark.parametrize("chunk_elements", [None, 2], ids=["one-chunk", "chunk-per-channel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kernel, stride", [(2, 2), (3, 2), (2, 1)], ids=["tiling", "overlapping", "stride-1"])
+@pytest.mark.parametrize("size", [8, 7], ids=["windows-cover-input", "last-row-unused"])
 def test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradients(device, monkeypatch, dtype,
-                                                                                   kernel, stride, chunk_elements):
+                                                                                   kernel, stride, chunk_elements, size):
     """The gradient was routed as grad * is_winner, so an inf or NaN gradient made every losing
     pixel of its window NaN (0 * inf); PyTorch leaves them exactly 0. With a chunk per channel,
-    channel 1 (finite gradient) takes the product while channels 0 and 2 take the exact mask."""
+    channel 1 (finite gradient) takes the product while channels 0 and 2 take the exact mask.
+    2x2 windows that cover an 8x8 input take a path of their own when the gradient is finite."""
     if chunk_elements is not None:
         monkeypatch.setattr(mg.backend, "chunk_elements", lambda xp: chunk_elements)
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 3, 7, 7)).astype(dtype)
+    x = rng.standard_normal((2, 3, size, size)).astype(dtype)
     x[0, 0, 0, :3] = [np.nan, 1.0, np.nan]                          # NaN windows route separately
     out_shape = torch.nn.functional.max_pool2d(torch.tensor(x), kernel, stride).shape
     grad_out = rng.standard_normal(out_shape).astype(dtype)

@@ -63,31 +63,41 @@ class MaxPool2d(Function):
         windows_tile_input = (stride == kernel and out.shape[1] * kernel[0] == x_padded.shape[1]
                               and out.shape[2] * kernel[1] == x_padded.shape[2])
         # Windows that tile the input write every pixel below: no zero-fill needed.
-        grad_padded = (xp.empty_like if windows_tile_input else xp.zeros_like)(x_padded)
-        unclaimed = xp.empty(out.shape, dtype=bool)       # windows not yet routed: set by the first offset
+        grad_padded = (xp.empty if windows_tile_input else xp.zeros)(x_padded.shape, dtype=x_padded.dtype)
         windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
+        if windows_tile_input:
+            # Channels stacked on top of each other still tile: one channel of C*OH output rows,
+            # cut into chunks of whole rows, as even as the rows allow (for the threads).
+            x_padded, out, grad_out, grad_in = (array.reshape(1, array.shape[0] * array.shape[1], *array.shape[2:])
+                                                for array in (x_padded, out, grad_out, grad_padded))  # grad_in: a view
+            chunks = row_chunks(out, kernel[0])
+        else:
+            grad_in = grad_padded
+            chunks = [(c, c) for c in channel_chunks(out)]
 
-        chunks = channel_chunks(out)
+        def route_parts(part):
+            for in_index, out_index in (chunks[i] for i in part):
+                route_chunk(x_padded[in_index], out[out_index], grad_out[out_index], grad_in[in_index])
 
-        def route_channels(part):
-            for c in (chunks[i] for i in part):
-                route_chunk(c)
-
-        def route_chunk(c):                                                   # a few passes, in cache
+        def route_chunk(x_chunk, out_chunk, grad_chunk, grad_in_chunk):       # a few passes, in cache
             # An inf or NaN gradient needs the exact mask (0 * inf is NaN); a finite one, the
             # cheaper product. CuPy always takes the mask (asking would make the host wait).
-            finite = backend.surely_finite(grad_out[c])
-            route = (x_padded[c], grad_out[c], grad_padded[c], unclaimed[c], stride, finite)
+            finite = backend.surely_finite(grad_chunk)
+            if windows_tile_input and finite and not backend.may_be_true(xp.isnan(out_chunk)):
+                route_remainder(x_chunk, out_chunk, grad_chunk, grad_in_chunk, kernel, stride)
+                return
+            unclaimed = xp.empty(out_chunk.shape, dtype=bool)  # windows not yet routed: set by the first offset
+            route = (x_chunk, grad_chunk, grad_in_chunk, unclaimed, stride, finite)
             # First wins: visiting offsets in row-major order and routing each window's gradient to
             # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
-            route_to_first_match(lambda pixels: xp.equal(pixels, out[c]), kernel_offsets(kernel), *route,
+            route_to_first_match(lambda pixels: xp.equal(pixels, out_chunk), kernel_offsets(kernel), *route,
                                  may_overwrite=not windows_overlap, first_pass=True)
             # Still unclaimed: windows whose max is NaN (NaN equals nothing). PyTorch's scan
             # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
-            if backend.may_be_true(unclaimed[c]):
+            if backend.may_be_true(unclaimed):
                 route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False,
                                      first_pass=False)
-        parallel.run_split(route_channels, len(chunks), x_padded.size, xp, uses_blas=False)
+        parallel.run_split(route_parts, len(chunks), x_padded.size, xp, uses_blas=False)
         return batch_first(unpad_spatial(grad_padded, padding))
 
 
@@ -99,6 +109,37 @@ def channel_chunks(out):
         return [slice(0, out.shape[0])]
     step = max(1, chunk // 2 // max(1, out[0].size))
     return [slice(first, min(first + step, out.shape[0])) for first in range(0, out.shape[0], step)]
+
+
+def row_chunks(out, kernel_h):
+    """(input rows, output rows) index pairs cutting the (1, R, OW, N) output of tiling windows
+    (and its input, ``kernel_h`` rows per output row) into chunks of whole rows, each about half
+    ``backend.chunk_elements`` values; of even size and, beyond one, an even number of them, so
+    that two threads get equal shares (pool1 at batch 512 made 5 chunks: 3 + 2 rows of work)."""
+    chunk = backend.chunk_elements(backend.xp_of(out))
+    num_rows, row_size = out.shape[1], max(1, out[0, 0].size)
+    count = 1 if chunk is None else -(-num_rows * row_size // (chunk // 2))
+    count = max(1, min(num_rows, count + count % 2 if count > 1 else count))   # even: two threads, equal shares
+    bounds = [num_rows * i // count for i in range(count + 1)]
+    return [((slice(None), slice(top * kernel_h, bottom * kernel_h)), (slice(None), slice(top, bottom)))
+            for top, bottom in zip(bounds, bounds[1:])]
+
+
+def route_remainder(x_padded, out, grad_out, grad_padded, kernel, stride):
+    """Windows that tile the input, a finite gradient and no NaN max: the same routing as
+    ``route_to_first_match`` in fewer passes. ``remaining`` is what each window has yet to
+    route: its gradient, then exactly 0 once an offset took it (g - g = 0). Each offset takes
+    ``remaining`` where its pixel equals the max (0 elsewhere), and the last offset takes what
+    remains: with no NaN, a window not routed before has its max there.
+    """
+    xp = backend.xp_of(grad_out)
+    rows, cols = slice(0, out.shape[1]), slice(0, out.shape[2])
+    offsets = [offset_pixels(kh, kw, rows, cols, stride, NO_DILATION) for kh, kw in kernel_offsets(kernel)]
+    remaining, match = grad_out, xp.empty(out.shape, dtype=bool)
+    for region in offsets[:-1]:
+        routed = xp.multiply(remaining, xp.equal(x_padded[region], out, out=match), out=grad_padded[region])
+        remaining = xp.subtract(remaining, routed, out=None if remaining is grad_out else remaining)
+    grad_padded[offsets[-1]] = remaining
 
 
 def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, finite,
