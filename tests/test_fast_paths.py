@@ -314,6 +314,20 @@ def test_batch_last_through_slabs_is_the_transpose_on_one_and_two_threads(monkey
         assert thread_splits == ["copy_slabs"], "the two-thread run split the slabs"
 
 
+@pytest.mark.parametrize("total, most", [(602112, 1 << 18), (84, 18), (84, 73), (7, 7), (10, 3), (3, 1), (1, 5),
+                                         (5, 0)])
+def test_even_cut_makes_equal_pieces_no_bigger_than_asked_and_an_even_number_of_them(total, most):
+    """Chunks dealt out in turn to two threads: 3 chunks went 2 + 1, so the cut makes an even
+    number (beyond one) of pieces as equal as they can be, none bigger than ``most``."""
+    bounds = parallel.even_cut(total, most)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == total and (sizes > 0).all()
+    assert sizes.max() <= max(1, most) and sizes.max() - sizes.min() <= 1
+    assert len(sizes) == 1 or len(sizes) % 2 == 0 or len(sizes) == total
+    assert len(sizes) <= 2 * -(-total // max(1, most))            # no more pieces than needed, but for evenness
+    assert (len(sizes) == 1) == (total <= max(1, most))
+
+
 def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
     batch_last = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)
     flat, = parallel.flat_in_memory_order([batch_last])

@@ -37,18 +37,19 @@ class MaxPool2d(Function):
         x_padded = pad_spatial(batch_last(x), padding, value=-xp.inf)         # padding never wins the max
         rows, cols = pool_geometry(x_padded, kernel, stride)
         out = xp.empty((x_padded.shape[0], rows.stop, cols.stop, x_padded.shape[3]), dtype=x.dtype)
+        (x_chunked,), (out_chunked,), chunks = cut_into_chunks(kernel, stride, (x_padded,), (out,))
 
-        chunks = channel_chunks(out)
-
-        def max_over_offsets(part):                                           # (C, OH, OW, N) for these channels
-            for c in (chunks[i] for i in part):
+        def max_over_offsets(part):
+            for in_index, out_index in (chunks[i] for i in part):
+                x_chunk, out_chunk = x_chunked[in_index], out_chunked[out_index]
+                rows, cols = slice(0, out_chunk.shape[1]), slice(0, out_chunk.shape[2])
                 for index, (kh, kw) in enumerate(kernel_offsets(kernel)):
-                    candidate = x_padded[c][offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]
+                    candidate = x_chunk[offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)]
                     if index == 0:
-                        out[c] = candidate
+                        out_chunk[...] = candidate
                     else:
-                        xp.maximum(out[c], candidate, out=out[c])
-        # Channels split between threads: memory-bound, but each core brings its own cache.
+                        xp.maximum(out_chunk, candidate, out=out_chunk)
+        # Chunks split between threads: memory-bound, but each core brings its own cache.
         parallel.run_split(max_over_offsets, len(chunks), x_padded.size, xp, uses_blas=False)
         # x_padded is the previous op's output (kept alive by it anyway) unless padding copied it.
         self.save_for_backward(x_padded, out)
@@ -59,25 +60,16 @@ class MaxPool2d(Function):
         xp = backend.xp_of(grad)
         x_padded, out = self.saved
         kernel, stride, padding = self.geometry
-        grad_out = batch_last(grad)                                            # (C, OH, OW, N)
-        windows_tile_input = (stride == kernel and out.shape[1] * kernel[0] == x_padded.shape[1]
-                              and out.shape[2] * kernel[1] == x_padded.shape[2])
+        windows_tile_input = windows_tile(x_padded.shape, out.shape, kernel, stride)
         # Windows that tile the input write every pixel below: no zero-fill needed.
         grad_padded = (xp.empty if windows_tile_input else xp.zeros)(x_padded.shape, dtype=x_padded.dtype)
         windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
-        if windows_tile_input:
-            # Channels stacked on top of each other still tile: one channel of C*OH output rows,
-            # cut into chunks of whole rows, as even as the rows allow (for the threads).
-            x_padded, out, grad_out, grad_in = (array.reshape(1, array.shape[0] * array.shape[1], *array.shape[2:])
-                                                for array in (x_padded, out, grad_out, grad_padded))  # grad_in: a view
-            chunks = row_chunks(out, kernel[0])
-        else:
-            grad_in = grad_padded
-            chunks = [(c, c) for c in channel_chunks(out)]
+        (x_chunked, grad_in), (out_chunked, grad_out), chunks = cut_into_chunks(
+            kernel, stride, (x_padded, grad_padded), (out, batch_last(grad)))               # grad: (C, OH, OW, N)
 
         def route_parts(part):
             for in_index, out_index in (chunks[i] for i in part):
-                route_chunk(x_padded[in_index], out[out_index], grad_out[out_index], grad_in[in_index])
+                route_chunk(x_chunked[in_index], out_chunked[out_index], grad_out[out_index], grad_in[in_index])
 
         def route_chunk(x_chunk, out_chunk, grad_chunk, grad_in_chunk):       # a few passes, in cache
             # An inf or NaN gradient needs the exact mask (0 * inf is NaN); a finite one, the
@@ -101,9 +93,33 @@ class MaxPool2d(Function):
         return batch_first(unpad_spatial(grad_padded, padding))
 
 
+def windows_tile(padded_shape, out_shape, kernel, stride):
+    """Whether the windows cover the (C, Hp, Wp, N) input exactly, each pixel in one window."""
+    return stride == kernel and out_shape[1] * kernel[0] == padded_shape[1] and out_shape[2] * kernel[1] == padded_shape[2]
+
+
+def cut_into_chunks(kernel, stride, inputs, outputs):
+    """How a max pool cuts its (C, Hp, Wp, N) ``inputs`` and (C, OH, OW, N) ``outputs`` into chunks
+    for the threads: (inputs, outputs, [(input index, output index) per chunk]).
+
+    Windows that tile the input still tile it with the channels stacked on top of each other:
+    the arrays are then viewed as one channel of C*OH output rows (inputs KH times as many) and
+    cut into chunks of whole rows, as even as the rows allow (``row_chunks``). Otherwise, chunks
+    of whole channels (``channel_chunks``). Both are about half ``backend.chunk_elements`` output
+    values, so the few passes over one chunk (compare, mask, route) run in cache.
+    """
+    if not windows_tile(inputs[0].shape, outputs[0].shape, kernel, stride):
+        return inputs, outputs, [(c, c) for c in channel_chunks(outputs[0])]
+    # The arrays written through these views (a fresh output or gradient) are contiguous, so
+    # their reshapes are views; an array only read may be copied by its reshape.
+    stacked_inputs, stacked_outputs = ([array.reshape(1, array.shape[0] * array.shape[1], *array.shape[2:])
+                                        for array in arrays] for arrays in (inputs, outputs))
+    return stacked_inputs, stacked_outputs, row_chunks(stacked_outputs[0], kernel[0])
+
+
 def channel_chunks(out):
     """Slices of channels of the (C, OH, OW, N) output, each about half ``backend.chunk_elements``
-    values: the few passes over one chunk (compare, mask, route) then run in cache."""
+    values."""
     chunk = backend.chunk_elements(backend.xp_of(out))
     if chunk is None:                                                         # one chunk: all channels
         return [slice(0, out.shape[0])]
@@ -114,13 +130,11 @@ def channel_chunks(out):
 def row_chunks(out, kernel_h):
     """(input rows, output rows) index pairs cutting the (1, R, OW, N) output of tiling windows
     (and its input, ``kernel_h`` rows per output row) into chunks of whole rows, each about half
-    ``backend.chunk_elements`` values; of even size and, beyond one, an even number of them, so
-    that two threads get equal shares (pool1 at batch 512 made 5 chunks: 3 + 2 rows of work)."""
+    ``backend.chunk_elements`` values, cut evenly (``parallel.even_cut``: pool1 at batch 512 made
+    5 chunks, 3 + 2 for the threads)."""
     chunk = backend.chunk_elements(backend.xp_of(out))
     num_rows, row_size = out.shape[1], max(1, out[0, 0].size)
-    count = 1 if chunk is None else -(-num_rows * row_size // (chunk // 2))
-    count = max(1, min(num_rows, count + count % 2 if count > 1 else count))   # even: two threads, equal shares
-    bounds = [num_rows * i // count for i in range(count + 1)]
+    bounds = [0, num_rows] if chunk is None else parallel.even_cut(num_rows, chunk // 2 // row_size)
     return [((slice(None), slice(top * kernel_h, bottom * kernel_h)), (slice(None), slice(top, bottom)))
             for top, bottom in zip(bounds, bounds[1:])]
 
