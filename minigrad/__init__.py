@@ -7,7 +7,7 @@ with the next stop):
 2. ``autograd.py``               ``Function`` (one op, one graph node) and the backward walk
 3. ``ops/elementwise.py``        the simplest ops: forward and backward side by side
 4. ``tensor.py``                 ``Tensor``: PyTorch's operator names over the ops
-5. ``ops/reduce.py``, ``ops/linalg.py``, ``ops/shape.py``   sum/mean/max, matmul, reshape
+5. ``ops/reduce.py``, ``ops/linalg.py``, ``ops/shape.py``   sum/mean/max, matmul and linear, reshape
 6. ``ops/softmax.py``, ``ops/loss.py``   log_softmax; cross-entropy and its normaliser
 7. ``nn/``                       Module, initialisation, layers, functional
 8. ``optim/``                    the update rules, PyTorch's exactly

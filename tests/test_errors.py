@@ -224,6 +224,23 @@ def test_a_float32_linear_layer_refuses_a_float64_batch_instead_of_running_in_fl
         F.linear(images(4, 3), images(2, 3), mg.zeros(2, dtype="float64"))
 
 
+@pytest.mark.parametrize("weight_shape, bias_shape, message", [
+    ((2, 3), (1,), r"linear: bias: expected shape \(2,\), got \(1,\)"),          # was added to both outputs
+    ((2, 3), (2, 1), r"linear: bias: expected shape \(2,\), got \(2, 1\)"),
+    ((1, 2, 3), None, r"linear: weight must be 2-d \(out_features, in_features\), got shape \(1, 2, 3\)"),
+])
+def test_linear_refuses_a_bias_or_weight_of_the_wrong_shape_instead_of_broadcasting_it(weight_shape, bias_shape,
+                                                                                       message):
+    bias = None if bias_shape is None else images(*bias_shape)
+    with pytest.raises(ValueError, match=message):
+        F.linear(images(4, 3), images(*weight_shape), bias)
+
+
+def test_linear_refuses_a_0d_input_naming_it():
+    with pytest.raises(ValueError, match=r"linear: input features: expected 3 .* got a 0-d input \(input \(\)\)"):
+        F.linear(mg.tensor(np.float32(1.0)), images(2, 3))
+
+
 def test_conv2d_refuses_a_bias_whose_dtype_differs_from_the_weight():
     with pytest.raises(TypeError, match="bias dtype float64 differs from weight dtype float32"):
         F.conv2d(images(1, 1, 3, 3), images(2, 1, 3, 3), mg.zeros(2, dtype="float64"))

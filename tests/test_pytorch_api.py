@@ -210,6 +210,17 @@ def test_div_with_a_rounding_mode_says_minigrad_does_not_support_it():
 
 
 # ----------------------------------------------------------------------------- graph and repr
+def test_a_linear_layer_is_one_node_of_the_graph_as_torchs_addmm():
+    """x W^T + b is one node (PyTorch's AddmmBackward), not a transpose, a product and an add:
+    its inputs' gradients flow straight to x's node and to the two parameters."""
+    layer, x = mg.nn.Linear(3, 2), mg.tensor(np.ones((4, 3), np.float32), requires_grad=True).tanh()
+    node = layer(x).grad_fn
+    assert node.name() == "LinearBackward"
+    assert [type(fn).__name__ for fn, _ in node.next_functions] == ["Tanh", "AccumulateGrad", "AccumulateGrad"]
+    assert node.next_functions[1][0].variable is layer.weight and node.next_functions[2][0].variable is layer.bias
+    assert mg.nn.functional.linear(x, layer.weight).grad_fn.next_functions[1][0].variable is layer.weight
+
+
 def test_grad_fn_and_next_functions_mirror_torch():
     values = np.array([1.0, 2.0])
     ours_x, theirs_x = mg.tensor(values, requires_grad=True), torch.tensor(values, requires_grad=True)
