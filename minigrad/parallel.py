@@ -322,7 +322,8 @@ def even_cut(total, most):
     """Bounds that cut ``range(total)`` into pieces of at most ``most`` (at least 1), as equal as they
     can be and, beyond one, an even number of them: dealt out in turn (``run_split``), two
     threads then get equal shares (3 chunks of 2^18 for LeNet's first ReLU at batch 128 went
-    2 + 1). Like every cut here it depends only on the sizes, never on the thread count."""
+    2 + 1). Like every cut here it depends only on the sizes, never on the thread count.
+    ``total`` 0 is one empty piece."""
     count = max(1, -(-total // max(1, most)))
     count = min(max(1, total), count + count % 2 if count > 1 else count)
     return [total * index // count for index in range(count + 1)]

@@ -25,6 +25,7 @@ import minigrad.nn.functional as F
 from minigrad import backend, parallel
 from minigrad.ops import conv_reference as reference
 from minigrad.ops import layout as layout_module
+from minigrad.ops import pool as pool_module
 
 from strategies import allow_device_fixture, conv_shapes
 from torch_check import assert_close, check_against_reference, check_against_torch, upstream_gradient
@@ -315,17 +316,17 @@ def test_batch_last_through_slabs_is_the_transpose_on_one_and_two_threads(monkey
 
 
 @pytest.mark.parametrize("total, most", [(602112, 1 << 18), (84, 18), (84, 73), (7, 7), (10, 3), (3, 1), (1, 5),
-                                         (5, 0)])
+                                         (5, 0), (0, 4)])
 def test_even_cut_makes_equal_pieces_no_bigger_than_asked_and_an_even_number_of_them(total, most):
     """Chunks dealt out in turn to two threads: 3 chunks went 2 + 1, so the cut makes an even
     number (beyond one) of pieces as equal as they can be, none bigger than ``most``."""
     bounds = parallel.even_cut(total, most)
     sizes = np.diff(bounds)
-    assert bounds[0] == 0 and bounds[-1] == total and (sizes > 0).all()
+    assert bounds[0] == 0 and bounds[-1] == total
+    assert (sizes > 0).all() or bounds == [0, 0]                           # nothing to cut: one empty piece
     assert sizes.max() <= max(1, most) and sizes.max() - sizes.min() <= 1
-    assert len(sizes) == 1 or len(sizes) % 2 == 0 or len(sizes) == total
-    assert len(sizes) <= 2 * -(-total // max(1, most))            # no more pieces than needed, but for evenness
-    assert (len(sizes) == 1) == (total <= max(1, most))
+    needed = -(-total // max(1, most))
+    assert len(sizes) == (1 if needed <= 1 else min(total, needed + needed % 2))   # one more only to make it even
 
 
 def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
@@ -674,19 +675,51 @@ def test_max_pool_padding_never_wins_even_when_every_value_is_negative(device):
     check_pool("max_pool2d", dict(kernel_size=3, stride=2, padding=1), x, device)
 
 
-@pytest.mark.parametrize("chunk_elements", [2, 60, 1 << 18], ids=["chunk-per-channel", "chunks-across-channels",
-                                                                  "one-chunk"])
+@pytest.mark.parametrize("chunk_elements", [2, 1 << 18], ids=["chunk-per-channel-or-row", "one-chunk"])
 @pytest.mark.parametrize("geometry, shape", POOL_CASES)
 def test_max_pool_split_between_threads_matches_torch_and_reference(device, monkeypatch, two_threads_always, geometry,
                                                                     shape, chunk_elements):
     """Chunks split between two threads; NaN windows and ties included. Windows that tile the
-    input are cut into chunks of output rows of all channels stacked: with 60, the 2x2 case's 8
-    rows (4 per channel) go 2 + 3 + 3, one chunk holding rows of both channels."""
+    input are cut into chunks of output rows (one row each with 2 values a chunk)."""
     monkeypatch.setattr(backend, "chunk_elements", lambda xp: chunk_elements)
     rng = np.random.default_rng(8)
     x = rng.integers(-1, 2, size=shape).astype(np.float64)
     x[rng.random(shape) < 0.1] = np.nan
     check_pool("max_pool2d", geometry, x, device, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("nan_in_first_chunk", [False, True], ids=["finite", "nan-in-first-chunk"])
+def test_max_pool_tiling_windows_cut_across_channels_match_torch_on_two_threads(device, monkeypatch, two_threads_always,
+                                                                                nan_in_first_chunk):
+    """Unpadded windows that tile the input: the channels are stacked and cut into chunks of
+    rows. (3, 2, 6, 6) at 36 values a chunk: 6 stacked output rows (3 per channel) cut at 0, 1,
+    3, 4, 6, so the chunk of rows 1-2 holds rows of both channels. Values -1, 0, 1 tie in most
+    windows. On NumPy, the routing by remainder takes every chunk whose max has no NaN."""
+    monkeypatch.setattr(backend, "chunk_elements", lambda xp: 36)
+    remainder_calls = []
+    route_remainder = pool_module.route_remainder
+    monkeypatch.setattr(pool_module, "route_remainder",
+                        lambda *args: remainder_calls.append(args[1].shape) or route_remainder(*args))
+    x = np.random.default_rng(11).integers(-1, 2, size=(3, 2, 6, 6)).astype(np.float64)
+    if nan_in_first_chunk:
+        x[1, 0, 0, 1] = np.nan                                    # channel 0, output row 0: the first chunk
+    check_pool("max_pool2d", dict(kernel_size=2), x, device, rtol=0, atol=0)
+    expected = [(1, 1, 3, 3), (1, 2, 3, 3), (1, 1, 3, 3), (1, 2, 3, 3)][nan_in_first_chunk:]   # output rows per chunk
+    assert sorted(remainder_calls) == (sorted(expected * 2) if device == "cpu" else []), "twice: torch and reference"
+
+
+@pytest.mark.parametrize("geometry, size", [(dict(kernel_size=2, padding=1), 6),
+                                           (dict(kernel_size=3, stride=2, padding=1), 7)],
+                         ids=["tiling-padded", "overlapping-padded"])
+def test_max_pool_window_of_minus_inf_gives_its_gradient_to_its_first_image_pixel_like_torch(device, geometry, size):
+    """Padding is -inf, so it tied with a window whose image pixels are all -inf, and the top-left
+    windows (padding first in scan order) sent their gradient to the padding, where it was lost.
+    PyTorch's scan starts at the window's first image pixel."""
+    x = np.random.default_rng(12).standard_normal((2, 2, size, size))
+    x[0, 0, :2, :2] = -np.inf                                    # the top-left window's image pixels
+    x[1, 1, -1, :] = -np.inf                                     # bottom windows: image row of -inf
+    # atol 0 keeps zeros exact; a pixel that wins overlapping windows sums them in another order.
+    check_pool("max_pool2d", geometry, x, device, rtol=1e-14, atol=0)
 
 
 # ----------------------------------------------------------------------------- dtypes

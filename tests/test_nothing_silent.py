@@ -202,9 +202,9 @@ def test_max_gradient_goes_to_the_nan_as_torch(largest):
 def test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradients(device, monkeypatch, dtype,
                                                                                    kernel, stride, chunk_elements, size):
     """The gradient was routed as grad * is_winner, so an inf or NaN gradient made every losing
-    pixel of its window NaN (0 * inf); PyTorch leaves them exactly 0. With a chunk per channel,
-    channel 1 (finite gradient) takes the product while channels 0 and 2 take the exact mask.
-    2x2 windows that cover an 8x8 input take a path of their own when the gradient is finite."""
+    pixel of its window NaN (0 * inf); PyTorch leaves them exactly 0. With a chunk per channel
+    (per row of output when 2x2 windows cover the 8x8 input), chunks with a finite gradient take
+    the product (or, covering windows, the routing by remainder) while the others take the exact mask."""
     if chunk_elements is not None:
         monkeypatch.setattr(mg.backend, "chunk_elements", lambda xp: chunk_elements)
     rng = np.random.default_rng(5)

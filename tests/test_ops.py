@@ -128,6 +128,40 @@ def test_linear_matches_torch(device, data, bias):
     check_against_torch(F.linear, torch_F.linear, *arrays, device=device)
 
 
+@pytest.mark.parametrize("trained", [("input",), ("weight",), ("bias",), ("input", "bias")])
+@pytest.mark.parametrize("input_shape", [(5, 3), (2, 0, 3), (3,), (2, 4, 3)], ids=["2d", "empty-batch", "1d", "3d"])
+def test_linear_gradients_of_only_the_inputs_that_want_them_match_torch(device, trained, input_shape):
+    """One op for x W^T + b: it keeps x only when W is trained and W only when x wants a
+    gradient, and each wanted gradient still equals PyTorch's (a frozen layer, a first layer)."""
+    rng = np.random.default_rng(9)
+    arrays = {"input": rng.standard_normal(input_shape), "weight": rng.standard_normal((2, 3)),
+              "bias": rng.standard_normal(2)}
+    ours = {name: mg.tensor(a, requires_grad=name in trained, device=device) for name, a in arrays.items()}
+    theirs = {name: torch.tensor(a, requires_grad=name in trained) for name, a in arrays.items()}
+    out, torch_out = F.linear(*ours.values()), torch_F.linear(*theirs.values())
+    saved = [a for a in out.grad_fn.saved if a is not None]
+    assert len(saved) == ("weight" in trained) + ("input" in trained)
+    grad = rng.standard_normal(torch_out.shape)
+    out.backward(mg.tensor(grad, device=device))
+    torch_out.backward(torch.tensor(grad))
+    np.testing.assert_allclose(out.numpy(), torch_out.detach().numpy(), rtol=1e-12, atol=1e-12)
+    for name in arrays:
+        if name in trained:
+            np.testing.assert_allclose(ours[name].grad.numpy(), theirs[name].grad.numpy(), rtol=1e-12, atol=1e-12)
+        else:
+            assert ours[name].grad is None
+
+
+def test_linear_notices_its_input_written_in_place_even_when_the_input_is_not_contiguous():
+    """The op keeps x itself (not a reshaped copy), so an in-place write between forward and
+    backward is refused as for any saved input, as PyTorch does."""
+    x = mg.tensor(np.ones((3, 4)), requires_grad=False).T                 # (4, 3), not contiguous
+    out = F.linear(x, mg.tensor(np.ones((2, 3)), requires_grad=True))
+    x.add_(1.0)
+    with pytest.raises(RuntimeError, match="input 0 of Linear"):
+        out.sum().backward()
+
+
 # ----------------------------------------------------------------------------- reductions
 @pytest.mark.parametrize("reduction", ["sum", "mean", "amax", "amin"])
 @allow_device_fixture

@@ -18,6 +18,7 @@ Read next: ``ops/conv.py`` and ``ops/pool.py`` (the same math, evaluated fast).
 """
 from __future__ import annotations
 
+from .. import backend
 from .elementwise import where
 from .layout import kernel_offsets, output_size, pair
 from .shape import pad
@@ -67,15 +68,20 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
     padding = pair(padding, "padding")
     out_hw = spatial_output(x, kernel, stride, padding, (1, 1))
     x_padded = pad_spatial(x, padding, value=float("-inf"))                  # padding never wins
-    out = None
+    on_image = backend.xp_of(x.array).zeros(x_padded.shape, dtype=bool)     # True on the image, False on the padding
+    on_image[:, :, padding[0]:padding[0] + x.shape[2], padding[1]:padding[1] + x.shape[3]] = True
+    out = held_by_padding = None
     for kh, kw in kernel_offsets(kernel):
         pixels = offset_slice(x_padded, kh, kw, out_hw, stride, (1, 1))
+        image_pixel = offset_slice(on_image, kh, kw, out_hw, stride, (1, 1))
         if out is None:
-            out = pixels
+            out, held_by_padding = pixels, ~image_pixel
             continue
-        # PyTorch's scan: a pixel takes over if it is larger (so ties keep the first maximum)
-        # or if it is NaN (so a window with NaNs keeps its last NaN).
-        takes_over = (pixels > out).array | (pixels != pixels).array
+        # PyTorch's scan over the window's image pixels: a pixel takes over if it is larger (so
+        # ties keep the first maximum) or if it is NaN (so a window with NaNs keeps its last NaN).
+        # Padding never takes over, and an image pixel takes over from it even on a tie (-inf).
+        takes_over = image_pixel & ((pixels > out).array | (pixels != pixels).array | held_by_padding)
+        held_by_padding = held_by_padding & ~takes_over
         out = where(takes_over, pixels, out)
     return out
 

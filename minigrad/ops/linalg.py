@@ -5,6 +5,8 @@ Read next: ``ops/shape.py`` (reshape, permute, indexing, concatenation).
 """
 from __future__ import annotations
 
+import math
+
 from .. import backend, parallel
 from ..autograd import Function
 from ..dtypes import check_same_dtype
@@ -70,29 +72,34 @@ def matmul(a, b):
 
 class Linear(Function):
     """out = x W^T + b over the last axis of x: the product and the bias add as one node, as
-    PyTorch's ``addmm`` (one node instead of a transpose, a product and an add: ~2% of a LeNet
-    step at batch 32, where each node's bookkeeping counts; RESULTS.md)."""
+    PyTorch's ``addmm`` (one node instead of a transpose, a product and an add: -2% on a LeNet
+    step at batch 32, where each node's bookkeeping counts; benchmarks/RESULTS.md)."""
 
     def forward(self, x, weight, *bias):
-        rows = x.reshape(-1, x.shape[-1])                          # (*, in) -> (batch, in): one matrix
-        self.save_for_backward(rows, weight)
-        out = parallel.matmul(rows, weight.T)
+        # dW needs x and dx needs W: each is kept only if the other input wants its gradient.
+        self.save_for_backward(x if self.needs_input_grad[1] else None, weight if self.needs_input_grad[0] else None)
+        out = parallel.matmul(as_rows(x), weight.T)                  # (batch, in) @ (in, out)
         if bias:
-            out += bias[0]                                         # fresh product: added in place
+            out += bias[0]                                            # a fresh product: added in place
         return out.reshape(*x.shape[:-1], weight.shape[0])
 
     def backward(self, grad):
-        # out = x W^T + b  =>  dx = dout W,  dW = dout^T x,  db = sum of dout over the batch
-        rows, weight = self.saved
-        grad_rows = grad.reshape(-1, weight.shape[0])
+        # out = x W^T + b  =>  dx = dout W,  dW = dout^T x,  db = dout summed over the batch
+        x, weight = self.saved
+        grad_rows = as_rows(grad)
         grad_x = grad_w = grad_b = None
         if self.needs_input_grad[0]:
             grad_x = parallel.matmul(grad_rows, weight).reshape(*grad.shape[:-1], weight.shape[1])
         if self.needs_input_grad[1]:
-            grad_w = parallel.matmul(grad_rows.T, rows)
+            grad_w = parallel.matmul(grad_rows.T, as_rows(x))
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             grad_b = grad_rows.sum(axis=0)
         return grad_x, grad_w, grad_b
+
+
+def as_rows(array):
+    """(*, features) -> (batch, features): one matrix whatever the leading axes (a view when it can be)."""
+    return array.reshape(math.prod(array.shape[:-1]), array.shape[-1])
 
 
 def linear(x, weight, bias=None):
@@ -122,7 +129,8 @@ def linear(x, weight, bias=None):
         check_is_tensor(bias, "bias")
         check_same_dtype("linear", weight, bias, "weight", "bias")
         if bias.shape != (weight.shape[0],):
-            raise ValueError(f"linear: bias: expected shape ({weight.shape[0]},), got {bias.shape}")
+            raise ValueError(f"linear: bias: expected shape ({weight.shape[0]},), got {bias.shape} "
+                             f"(PyTorch would broadcast it; minigrad adds no bias of another shape)")
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input features: expected {weight.shape[1]} (weight {weight.shape}), "
                          f"got {x.shape[-1] if x.ndim else 'a 0-d input'} (input {x.shape})")

@@ -37,7 +37,8 @@ class MaxPool2d(Function):
         x_padded = pad_spatial(batch_last(x), padding, value=-xp.inf)         # padding never wins the max
         rows, cols = pool_geometry(x_padded, kernel, stride)
         out = xp.empty((x_padded.shape[0], rows.stop, cols.stop, x_padded.shape[3]), dtype=x.dtype)
-        (x_chunked,), (out_chunked,), chunks = cut_into_chunks(kernel, stride, (x_padded,), (out,))
+        (x_chunked,), (out_chunked,), chunks = cut_into_chunks(kernel, stride, padding, (x_padded,), (out,),
+                                                               written=(out,))
 
         def max_over_offsets(part):
             for in_index, out_index in (chunks[i] for i in part):
@@ -65,7 +66,8 @@ class MaxPool2d(Function):
         grad_padded = (xp.empty if windows_tile_input else xp.zeros)(x_padded.shape, dtype=x_padded.dtype)
         windows_overlap = stride[0] < kernel[0] or stride[1] < kernel[1]
         (x_chunked, grad_in), (out_chunked, grad_out), chunks = cut_into_chunks(
-            kernel, stride, (x_padded, grad_padded), (out, batch_last(grad)))               # grad: (C, OH, OW, N)
+            kernel, stride, padding, (x_padded, grad_padded), (out, batch_last(grad)), written=(grad_padded,))
+        stacked = x_chunked is not x_padded
 
         def route_parts(part):
             for in_index, out_index in (chunks[i] for i in part):
@@ -75,46 +77,73 @@ class MaxPool2d(Function):
             # An inf or NaN gradient needs the exact mask (0 * inf is NaN); a finite one, the
             # cheaper product. CuPy always takes the mask (asking would make the host wait).
             finite = backend.surely_finite(grad_chunk)
-            if windows_tile_input and finite and not backend.may_be_true(xp.isnan(out_chunk)):
+            if stacked and finite and not backend.may_be_true(xp.isnan(out_chunk)):
                 route_remainder(x_chunk, out_chunk, grad_chunk, grad_in_chunk, kernel, stride)
                 return
             unclaimed = xp.empty(out_chunk.shape, dtype=bool)  # windows not yet routed: set by the first offset
-            route = (x_chunk, grad_chunk, grad_in_chunk, unclaimed, stride, finite)
+            route = (grad_chunk, grad_in_chunk, unclaimed, stride, finite)
             # First wins: visiting offsets in row-major order and routing each window's gradient to
             # the first offset that holds its max reproduces PyTorch's tie rule without an argmax.
-            route_to_first_match(lambda pixels: xp.equal(pixels, out_chunk), kernel_offsets(kernel), *route,
+            route_to_first_match(is_max(x_chunk, out_chunk, padding), kernel_offsets(kernel), *route,
                                  may_overwrite=not windows_overlap, first_pass=True)
             # Still unclaimed: windows whose max is NaN (NaN equals nothing). PyTorch's scan
             # (``val > max || isnan(val)``) keeps the last NaN: first wins again, in reverse order.
             if backend.may_be_true(unclaimed):
-                route_to_first_match(xp.isnan, kernel_offsets(kernel)[::-1], *route, may_overwrite=False,
-                                     first_pass=False)
+                route_to_first_match(lambda region: xp.isnan(x_chunk[region]), kernel_offsets(kernel)[::-1], *route,
+                                     may_overwrite=False, first_pass=False)
         parallel.run_split(route_parts, len(chunks), x_padded.size, xp, uses_blas=False)
         return batch_first(unpad_spatial(grad_padded, padding))
 
 
 def windows_tile(padded_shape, out_shape, kernel, stride):
     """Whether the windows cover the (C, Hp, Wp, N) input exactly, each pixel in one window."""
-    return stride == kernel and out_shape[1] * kernel[0] == padded_shape[1] and out_shape[2] * kernel[1] == padded_shape[2]
+    return (stride == kernel and out_shape[1] * kernel[0] == padded_shape[1]
+            and out_shape[2] * kernel[1] == padded_shape[2])
 
 
-def cut_into_chunks(kernel, stride, inputs, outputs):
+def cut_into_chunks(kernel, stride, padding, inputs, outputs, written=()):
     """How a max pool cuts its (C, Hp, Wp, N) ``inputs`` and (C, OH, OW, N) ``outputs`` into chunks
     for the threads: (inputs, outputs, [(input index, output index) per chunk]).
 
-    Windows that tile the input still tile it with the channels stacked on top of each other:
-    the arrays are then viewed as one channel of C*OH output rows (inputs KH times as many) and
-    cut into chunks of whole rows, as even as the rows allow (``row_chunks``). Otherwise, chunks
-    of whole channels (``channel_chunks``). Both are about half ``backend.chunk_elements`` output
-    values, so the few passes over one chunk (compare, mask, route) run in cache.
+    Unpadded windows that tile the input still tile it with the channels stacked on top of each
+    other: the arrays are then viewed as one channel of C*OH output rows (inputs KH times as
+    many) and cut into chunks of whole rows, as even as the rows allow (``row_chunks``).
+    Otherwise, chunks of whole channels (``channel_chunks``), where rows keep their place in
+    the padded image. Both are about half ``backend.chunk_elements`` output values, so the few
+    passes over one chunk (compare, mask, route) run in cache. The ``written`` arrays must be
+    C-contiguous (a fresh output or gradient): their stacked reshapes are then views, where a
+    copy would lose the writes; an array only read may be copied.
     """
-    if not windows_tile(inputs[0].shape, outputs[0].shape, kernel, stride):
+    if padding != (0, 0) or not windows_tile(inputs[0].shape, outputs[0].shape, kernel, stride):
         return inputs, outputs, [(c, c) for c in channel_chunks(outputs[0])]
-    # The arrays written through these views (a fresh output or gradient) are contiguous, so
-    # their reshapes are views; an array only read may be copied by its reshape.
+    assert all(array.flags.c_contiguous for array in written), "written through views"
     stacked_inputs, stacked_outputs = ([array.reshape(1, array.shape[0] * array.shape[1], *array.shape[2:])
                                         for array in arrays] for arrays in (inputs, outputs))
     return stacked_inputs, stacked_outputs, row_chunks(stacked_outputs[0], kernel[0])
+
+
+def is_max(x_padded, out, padding):
+    """``matches`` for ``route_to_first_match``: where a region's pixels equal their window's max.
+
+    A window of -inf in a padded input: its padding (-inf too) must not win it. PyTorch's scan
+    starts at the window's first pixel of the image, which then keeps the gradient; so, only
+    then, pixels of the padding never match (``real_pixels``).
+    """
+    xp = backend.xp_of(out)
+    if padding == (0, 0) or not backend.may_be_true(xp.isneginf(out)):
+        return lambda region: xp.equal(x_padded[region], out)
+    return lambda region: xp.equal(x_padded[region], out) & real_pixels(region, x_padded.shape, padding, xp)
+
+
+def real_pixels(region, padded_shape, padding, xp):
+    """Which pixels of ``region`` (an ``offset_pixels`` index into a (C, Hp, Wp, N) array) are
+    the image's, not its padding: a (1, r, c, 1) mask."""
+    _, rows, cols = region
+    row_index = xp.arange(rows.start, rows.stop, rows.step)
+    col_index = xp.arange(cols.start, cols.stop, cols.step)
+    real_rows = (row_index >= padding[0]) & (row_index < padded_shape[1] - padding[0])
+    real_cols = (col_index >= padding[1]) & (col_index < padded_shape[2] - padding[1])
+    return (real_rows[:, None] & real_cols[None, :])[None, :, :, None]
 
 
 def channel_chunks(out):
@@ -130,8 +159,8 @@ def channel_chunks(out):
 def row_chunks(out, kernel_h):
     """(input rows, output rows) index pairs cutting the (1, R, OW, N) output of tiling windows
     (and its input, ``kernel_h`` rows per output row) into chunks of whole rows, each about half
-    ``backend.chunk_elements`` values, cut evenly (``parallel.even_cut``: pool1 at batch 512 made
-    5 chunks, 3 + 2 for the threads)."""
+    ``backend.chunk_elements`` values, cut evenly (``parallel.even_cut``: pool1 at batch 512 is
+    6 chunks of 14 rows, 3 for each thread)."""
     chunk = backend.chunk_elements(backend.xp_of(out))
     num_rows, row_size = out.shape[1], max(1, out[0, 0].size)
     bounds = [0, num_rows] if chunk is None else parallel.even_cut(num_rows, chunk // 2 // row_size)
@@ -143,8 +172,10 @@ def route_remainder(x_padded, out, grad_out, grad_padded, kernel, stride):
     """Windows that tile the input, a finite gradient and no NaN max: the same routing as
     ``route_to_first_match`` in fewer passes. ``remaining`` is what each window has yet to
     route: its gradient, then exactly 0 once an offset took it (g - g = 0). Each offset takes
-    ``remaining`` where its pixel equals the max (0 elsewhere), and the last offset takes what
-    remains: with no NaN, a window not routed before has its max there.
+    ``remaining`` where its pixel equals the max (0 elsewhere: -0.0 where the gradient is
+    negative, as in ``route_to_first_match``), and the last offset takes what remains: with no
+    NaN, a window not routed before has its max there. Needs unpadded windows (padding's -inf
+    would tie with an image of -inf, see ``real_pixels``).
     """
     xp = backend.xp_of(grad_out)
     rows, cols = slice(0, out.shape[1]), slice(0, out.shape[2])
@@ -152,13 +183,15 @@ def route_remainder(x_padded, out, grad_out, grad_padded, kernel, stride):
     remaining, match = grad_out, xp.empty(out.shape, dtype=bool)
     for region in offsets[:-1]:
         routed = xp.multiply(remaining, xp.equal(x_padded[region], out, out=match), out=grad_padded[region])
+        # The first subtraction makes ``remaining`` (the caller's gradient is not written); later ones update it.
         remaining = xp.subtract(remaining, routed, out=None if remaining is grad_out else remaining)
     grad_padded[offsets[-1]] = remaining
 
 
-def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, unclaimed, stride, finite,
-                         may_overwrite, first_pass):
-    """Send each unclaimed window's gradient to the first of ``offsets`` whose pixel ``matches``.
+def route_to_first_match(matches, offsets, grad_out, grad_padded, unclaimed, stride, finite, may_overwrite,
+                         first_pass):
+    """Send each unclaimed window's gradient to the first of ``offsets`` whose pixel ``matches``
+    (``matches(region)``: a bool (C, OH, OW, N) array for the pixels of ``offset_pixels``' region).
 
     grad_out and unclaimed are (C, OH, OW, N); unclaimed is updated in place (on the
     ``first_pass`` it is written, not read: every window is unclaimed before the first offset). With
@@ -172,7 +205,7 @@ def route_to_first_match(matches, offsets, x_padded, grad_out, grad_padded, uncl
     scratch = None if may_overwrite else xp.empty_like(grad_out)              # one temporary for all offsets
     for index, (kh, kw) in enumerate(offsets):
         region = offset_pixels(kh, kw, rows, cols, stride, NO_DILATION)
-        winner = matches(x_padded[region])
+        winner = matches(region)
         if first_pass and index == 0:
             xp.logical_not(winner, out=unclaimed)
         else:
