@@ -10,6 +10,10 @@ The fast evaluation works, like convolution, on batch-last (C, H, W, N) arrays a
 NCHW view (ops/layout.py). It loops over the KH*KW kernel offsets, not over pixels: for one
 offset, the pixel that every window reads is a strided slice of the input (``offset_pixels``),
 so each step is one vectorised operation over the whole batch (4 of them for a 2x2 pool).
+Max pool's backward visits the offsets in scan order and gives each window's gradient to the
+first that holds its max (``route_to_first_match``); windows that tile the input, as LeNet's
+2x2, do it in fewer passes by routing what each window has left (``route_remainder``). Both
+work on chunks small enough for cache, shared by the threads (``cut_into_chunks``).
 
 Read next: ``ops/layout.py`` (batch-last views, window views, cache-sized blocks).
 """
