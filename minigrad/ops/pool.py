@@ -150,24 +150,24 @@ def real_pixels(region, padded_shape, padding, xp):
     return (real_rows[:, None] & real_cols[None, :])[None, :, :, None]
 
 
+def chunk_bounds(count, item_size, xp):
+    """Bounds cutting ``count`` items of ``item_size`` values each (channels or output rows) into
+    chunks of about half ``backend.chunk_elements`` values, evenly (``parallel.even_cut``: pool1
+    at batch 512 is 6 chunks of 14 rows, 3 for each thread); one chunk on CuPy."""
+    chunk = backend.chunk_elements(xp)
+    return [0, count] if chunk is None else parallel.even_cut(count, chunk // 2 // max(1, item_size))
+
+
 def channel_chunks(out):
-    """Slices of channels of the (C, OH, OW, N) output, each about half ``backend.chunk_elements``
-    values."""
-    chunk = backend.chunk_elements(backend.xp_of(out))
-    if chunk is None:                                                         # one chunk: all channels
-        return [slice(0, out.shape[0])]
-    step = max(1, chunk // 2 // max(1, out[0].size))
-    return [slice(first, min(first + step, out.shape[0])) for first in range(0, out.shape[0], step)]
+    """Slices of channels of the (C, OH, OW, N) output (``chunk_bounds``)."""
+    bounds = chunk_bounds(out.shape[0], out[0].size, backend.xp_of(out))
+    return [slice(first, stop) for first, stop in zip(bounds, bounds[1:])]
 
 
 def row_chunks(out, kernel_h):
     """(input rows, output rows) index pairs cutting the (1, R, OW, N) output of tiling windows
-    (and its input, ``kernel_h`` rows per output row) into chunks of whole rows, each about half
-    ``backend.chunk_elements`` values, cut evenly (``parallel.even_cut``: pool1 at batch 512 is
-    6 chunks of 14 rows, 3 for each thread)."""
-    chunk = backend.chunk_elements(backend.xp_of(out))
-    num_rows, row_size = out.shape[1], max(1, out[0, 0].size)
-    bounds = [0, num_rows] if chunk is None else parallel.even_cut(num_rows, chunk // 2 // row_size)
+    (and its input, ``kernel_h`` rows per output row) into chunks of whole rows (``chunk_bounds``)."""
+    bounds = chunk_bounds(out.shape[1], out[0, 0].size, backend.xp_of(out))
     return [((slice(None), slice(top * kernel_h, bottom * kernel_h)), (slice(None), slice(top, bottom)))
             for top, bottom in zip(bounds, bounds[1:])]
 
