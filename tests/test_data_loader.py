@@ -209,16 +209,126 @@ def test_worker_processes_build_exactly_the_batches_of_the_main_process_in_order
     assert {int(p) for _, _, pids in main for p in pids.numpy()} == {os.getpid()}
 
 
-def test_an_error_in_a_worker_reaches_the_main_process():
-    class Broken(Dataset):
-        def __len__(self):
-            return 4
+def finishes_within(seconds, work):
+    """What ``work()`` returned or raised, run in a thread: a hang fails the test instead of stalling the suite."""
+    import threading
+    outcome = {}
 
-        def __getitem__(self, index):
-            raise KeyError(f"sample {index} is missing")
+    def run():
+        try:
+            outcome["value"] = work()
+        except BaseException as error:
+            outcome["error"] = error
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(timeout=seconds)
+    assert not runner.is_alive(), f"still waiting after {seconds} s: the loader hung"
+    return outcome
 
-    with pytest.raises(KeyError, match="sample 0 is missing"):
+
+class Broken(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        raise KeyError(f"sample {index} is missing")
+
+
+def test_an_error_in_a_worker_reaches_the_main_process_with_the_workers_traceback():
+    with pytest.raises(KeyError, match="sample 0 is missing") as raised:
         list(DataLoader(Broken(), batch_size=2, num_workers=1))
+    cause = str(raised.value.__cause__)
+    assert re.search(r"in DataLoader worker process 0 \(pid \d+\)", cause) and "in __getitem__" in cause
+
+
+def test_stopping_the_workers_after_an_error_never_hangs():
+    # The main process stops the workers while the last one may still be sending its answer.
+    # multiprocessing.Pool hung here (within 300 tries in each of three runs): a worker terminated in the
+    # middle of writing to the queue the workers share leaves its lock taken, and the Pool waits on it.
+    def fail_500_times():
+        for _ in range(500):
+            with pytest.raises(KeyError):
+                list(DataLoader(Broken(), batch_size=2, num_workers=1))
+    outcome = finishes_within(120, fail_500_times)
+    assert "error" not in outcome, outcome.get("error")
+
+
+def test_batches_too_big_for_a_pipe_in_both_directions_do_not_deadlock():
+    # 50_000 indices (400 kB) outgrow a pipe's buffer: handed out as index lists, the main process
+    # would block writing to a worker that is itself blocked writing its previous batch back.
+    data = indexed_dataset(200_000)
+    def both():
+        return [[x.numpy() for x, _ in DataLoader(data, 50_000, shuffle=True, seed=1, num_workers=workers)]
+                for workers in (0, 2)]
+    outcome = finishes_within(60, both)
+    in_main, in_workers = outcome["value"]
+    assert len(in_main) == len(in_workers) == 4
+    for a, b in zip(in_main, in_workers):
+        np.testing.assert_array_equal(a, b)
+
+
+class UnpicklableError(Exception):
+    def __init__(self, sample, reason):  # pickle rebuilds an exception from its message alone: this fails
+        super().__init__(f"sample {sample}: {reason}")
+
+
+class RaisesUnpicklable(Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        raise UnpicklableError(index, "corrupt file")
+
+
+def test_an_error_that_cannot_travel_back_arrives_as_a_runtime_error_with_its_type_and_message():
+    with pytest.raises(RuntimeError, match="UnpicklableError: sample 0: corrupt file"):
+        list(DataLoader(RaisesUnpicklable(), batch_size=2, num_workers=1))
+
+
+class Sleeps(Dataset):
+    def __len__(self):
+        return 4
+
+    def __getitem__(self, index):
+        import time
+        time.sleep(30 if index >= 2 else 0)
+        return np.float32(index)
+
+
+def test_timeout_bounds_the_wait_for_a_workers_batch_like_torch():
+    loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=0.5)
+    outcome = finishes_within(20, lambda: [batch.numpy().tolist() for batch in loader])
+    assert re.search(r"DataLoader timed out after 0.5 seconds", str(outcome.get("error")))
+
+
+def test_persistent_workers_survive_a_break_and_serve_the_next_epochs_in_order():
+    loader = DataLoader(SquaresWithPid(), batch_size=4, num_workers=2, persistent_workers=True, prefetch_factor=2)
+    expected = batches_without_pids(DataLoader(SquaresWithPid(), batch_size=4))
+    for batch in loader:
+        pids = set(batch[2].numpy().tolist())
+        break  # 4 batches still owed by the workers: dropped, not served in the next epoch
+    for _ in range(2):
+        served = list(loader)
+        assert len(served) == len(expected)
+        for (x, y, batch_pids), (expected_x, expected_y) in zip(served, expected):
+            np.testing.assert_array_equal(x.numpy(), expected_x)
+            np.testing.assert_array_equal(y.numpy(), expected_y)
+            pids |= set(batch_pids.numpy().tolist())
+    assert len(pids) == 2 and os.getpid() not in pids  # the same two workers all along
+
+
+def test_a_second_loop_over_a_loader_with_busy_persistent_workers_gets_its_own():
+    loader = DataLoader(SquaresWithPid(), batch_size=4, num_workers=2, persistent_workers=True)
+    expected = batches_without_pids(DataLoader(SquaresWithPid(), batch_size=4))
+    outer_pids, inner_pids = set(), set()
+    for k, (x, _, pids) in enumerate(loader):
+        np.testing.assert_array_equal(x.numpy(), expected[k][0])
+        outer_pids |= set(pids.numpy().tolist())
+        if k == 0:
+            inner = list(loader)
+            assert [b[0].numpy().tolist() for b in inner] == [e[0].tolist() for e in expected]
+            inner_pids = {p for b in inner for p in b[2].numpy().tolist()}
+    assert inner_pids and outer_pids.isdisjoint(inner_pids)
 
 
 class DiesInWorkers(Dataset):
@@ -237,20 +347,49 @@ class DiesInWorkers(Dataset):
 
 
 def test_a_worker_that_dies_raises_instead_of_hanging():
-    import threading
     loader = DataLoader(DiesInWorkers(os.getpid()), batch_size=2, num_workers=1)
-    raised = []
+    outcome = finishes_within(60, lambda: list(loader))
+    assert re.search(r"DataLoader worker process \(pid \[\d+\]\) exited unexpectedly \(exit code 3\)",
+                     str(outcome.get("error")))
 
-    def iterate():
+
+WORKERS_OF_A_KILLED_PROCESS = """
+import time
+import numpy as np
+from minigrad.data import DataLoader, TensorDataset
+idle = DataLoader(TensorDataset(np.arange(8.0)), batch_size=2, num_workers=2, persistent_workers=True)
+list(idle)  # its workers wait for the next epoch
+busy = DataLoader(TensorDataset(np.zeros((400_000, 8))), batch_size=100_000, num_workers=2, persistent_workers=True)
+batches = iter(busy)
+next(batches)  # its workers are stuck sending 6 MB batches that nobody reads yet
+print(*[process.pid for loader in (idle, busy) for process in loader._workers.processes], flush=True)
+time.sleep(60)
+"""
+
+
+def test_workers_exit_when_the_main_process_is_killed():
+    import signal
+    import subprocess
+    import sys
+    import time
+    main = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_PROCESS], stdout=subprocess.PIPE, text=True)
+    try:
+        workers = [int(pid) for pid in main.stdout.readline().split()]
+        assert len(workers) == 4
+    finally:
+        main.send_signal(signal.SIGKILL)  # no clean-up runs: the workers must notice by themselves
+        main.wait(timeout=30)
+
+    def alive(pid):
         try:
-            list(loader)
-        except RuntimeError as error:
-            raised.append(error)
-    reader = threading.Thread(target=iterate, daemon=True)  # a hang must fail the test, not stall the suite
-    reader.start()
-    reader.join(timeout=60)
-    assert not reader.is_alive(), "the loader waited forever for the batch of a dead worker"
-    assert raised and re.search(r"DataLoader worker process \(pid \[\d+\]\) exited unexpectedly", str(raised[0]))
+            os.kill(pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in workers)
 
 
 def test_collate_fn_receives_the_list_of_samples_like_torch():
@@ -348,3 +487,9 @@ def test_bad_worker_options_are_rejected_like_torch():
         DataLoader(indexed_dataset(4), persistent_workers=True)
     with pytest.raises(TypeError, match="collate_fn: expected a function"):
         DataLoader(indexed_dataset(4), collate_fn=3)
+    for timeout in (-1, True, float("nan"), "5"):
+        with pytest.raises(ValueError, match=r"timeout: expected seconds >= 0 \(0: wait as long as it takes\), got"):
+            DataLoader(indexed_dataset(4), num_workers=1, timeout=timeout)
+    with pytest.raises(ValueError, match="timeout: limits the wait for a worker process's batch, so it needs "
+                                         "num_workers > 0, got timeout=5 with num_workers=0"):
+        DataLoader(indexed_dataset(4), timeout=5)

@@ -7,18 +7,25 @@ a batch into micro-batches later (``train.accumulate``) cannot change which samp
 A ``sampler`` (any iterable of sample indices with a length) replaces that order with its own.
 
 ``num_workers > 0`` builds batches in that many worker processes (worth it when a dataset's
-``__getitem__`` does real work: decoding, augmenting). The main process hands out the batches'
-index lists in order and takes the results back in the same order, so the batches are exactly
-those of ``num_workers=0``. Workers build host arrays only; moving a batch to the device (through
-pinned host memory with ``pin_memory=True`` on CUDA) happens in the main process.
+``__getitem__`` does real work: decoding, augmenting). Each worker gets the epoch's order once;
+the main process then hands out the batches as (start, stop) into it, round-robin, and takes
+the results back in the same order, so the batches are exactly those of ``num_workers=0``.
+Workers build host arrays only; moving a batch to the device (through pinned host memory with
+``pin_memory=True`` on CUDA) happens in the main process.
 
 Read next: ``data/datasets.py`` (the real data sets), then ``train.py``.
 """
 from __future__ import annotations
 
 import collections
+import itertools
 import multiprocessing
+import multiprocessing.connection
 import numbers
+import os
+import pickle
+import signal
+import traceback
 import weakref
 
 from .. import backend, random
@@ -29,13 +36,13 @@ from .dataset import TensorDataset
 
 class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, num_workers=0, collate_fn=None,
-                 pin_memory=False, drop_last=False, *, persistent_workers=False, prefetch_factor=2, seed=None,
-                 device=None):
+                 pin_memory=False, drop_last=False, *, timeout=0, persistent_workers=False, prefetch_factor=2,
+                 seed=None, device=None):
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
-        check_worker_options(num_workers, persistent_workers, prefetch_factor, collate_fn)
+        check_worker_options(num_workers, timeout, persistent_workers, prefetch_factor, collate_fn)
         if sampler is not None and shuffle:
             raise ValueError("sampler: the sampler sets the order, so shuffle must be False (as PyTorch)")
         if sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
@@ -46,12 +53,13 @@ class DataLoader:
         self.collate_fn = collate_fn if collate_fn is not None else default_collate
         self.num_workers, self.persistent_workers = int(num_workers), bool(persistent_workers)
         self.prefetch_factor, self.pin_memory = int(prefetch_factor), bool(pin_memory)
+        self.timeout = float(timeout)  # seconds to wait for a worker's batch; 0: no limit
         if seed is None:  # take one from minigrad's global generator: mg.manual_seed still fixes it
             seed = random.generator().integers(2**63) if shuffle else 0  # (unshuffled: nothing drawn)
         self.seed = int(seed)
         self.device = backend.parse_device(device)
         self.epoch = 0  # the epoch the next iteration will run
-        self._pool = None  # the worker processes kept between epochs (persistent_workers)
+        self._workers = None  # the worker processes kept between epochs (persistent_workers)
 
     def __len__(self):
         """ceil(N / batch_size) batches, or floor(N / batch_size) with drop_last."""
@@ -76,14 +84,10 @@ class DataLoader:
     def __iter__(self):
         order = self.epoch_order(self.epoch)
         self.epoch += 1  # counted when the epoch starts: a second `for` gets a new order
-        index_lists = [order[start:start + self.batch_size]
-                       for start in range(0, len(self) * self.batch_size, self.batch_size)]
-        host_batches = (self._in_workers(index_lists) if self.num_workers
-                        else (self._host_batch(indices) for indices in index_lists))
+        spans = [(start, start + self.batch_size) for start in range(0, len(self) * self.batch_size, self.batch_size)]
+        host_batches = (self._in_workers(order, spans) if self.num_workers
+                        else (host_batch(self.dataset, self.collate_fn, order[start:stop]) for start, stop in spans))
         return (self._to_device(batch) for batch in host_batches)
-
-    def _host_batch(self, indices):
-        return host_batch(self.dataset, self.collate_fn, indices)
 
     def _to_device(self, batch):
         """Host arrays (in tuples, lists, dicts) become Tensors on the loader's device; with
@@ -102,43 +106,40 @@ class DataLoader:
         return batch
 
     # ------------------------------------------------------------------ worker processes
-    def _in_workers(self, index_lists):
-        """Host batches built by the worker processes, yielded in the order of ``index_lists``.
+    def _in_workers(self, order, spans):
+        """Host batches built by the worker processes: ``order[start:stop]`` for each span, in order.
 
         At most ``prefetch_factor * num_workers`` batches are in flight: enough to keep every
         worker busy while the training step runs, without loading the whole epoch ahead.
+        Persistent workers serve the next epoch too (unless this one ended in an error); a second
+        iteration that starts while they are busy gets workers of its own.
         """
-        pool = self._pool or self._start_workers()
-        in_flight, pending = collections.deque(), iter(index_lists)
+        workers = self._workers
+        if workers is None or workers.in_use:
+            workers = _Workers(self.num_workers, self.dataset, self.collate_fn, self.timeout)
+            if self.persistent_workers and self._workers is None:
+                self._workers = workers
+                weakref.finalize(self, workers.stop)
+        workers.in_use, pending, ended_well = True, iter(spans), False
         try:
-            for indices in pending:
-                in_flight.append(pool.apply_async(_worker_batch, (indices,)))
-                if len(in_flight) >= self.prefetch_factor * self.num_workers:
-                    break
-            workers = _worker_pids(pool)
-            while in_flight:
-                batch = _batch_from(in_flight.popleft(), pool, workers)
-                for indices in pending:  # refill: one batch taken out, one handed out
-                    in_flight.append(pool.apply_async(_worker_batch, (indices,)))
-                    break
+            workers.share(order)
+            for span in itertools.islice(pending, self.prefetch_factor * self.num_workers):
+                workers.hand_out(span)
+            while workers.waiting:
+                batch = workers.take_back()
+                for span in itertools.islice(pending, 1):  # one batch taken back, one handed out
+                    workers.hand_out(span)
                 yield batch
+            ended_well = True
+        except GeneratorExit:  # the loop over the loader stopped early (break): drop what is still owed
+            ended_well = True
+            raise
         finally:
-            if not self.persistent_workers:
-                pool.terminate()
-
-    def _start_workers(self):
-        """A pool of worker processes holding this loader's dataset and collate function.
-
-        "fork" where the OS has it: workers inherit the dataset instead of unpickling a copy.
-        """
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        pool = context.Pool(self.num_workers, initializer=_start_worker,
-                            initargs=(self.dataset, self.collate_fn))
-        if self.persistent_workers:
-            self._pool = pool
-            weakref.finalize(self, pool.terminate)
-        return pool
+            workers.in_use = False
+            if not (ended_well and workers is self._workers and workers.drain()):
+                workers.stop()
+                if workers is self._workers:
+                    self._workers = None  # the next epoch starts new ones
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self):
@@ -153,34 +154,18 @@ class DataLoader:
         self.set_epoch(state["epoch"])
         self.seed = int(seed)
 
-    def __getstate__(self):  # a loader travels to other processes without its worker pool
-        return {**self.__dict__, "_pool": None}
+    def __getstate__(self):  # a loader travels to other processes without its worker processes
+        return {**self.__dict__, "_workers": None}
 
 
-WORKER_CHECK_S = 1.0  # how often a wait for a batch looks whether every worker is still alive
-
-
-def _worker_pids(pool):
-    """The pids of a multiprocessing.Pool's workers (its private list, unchanged since Python 3.2)."""
-    return {process.pid for process in pool._pool}
-
-
-def _batch_from(result, pool, workers):
-    """A worker's batch. A worker that died (killed, crashed) takes its batch with it, and the
-    pool quietly starts another; waiting on would hang, so this raises instead, as PyTorch does."""
-    while True:
-        try:
-            return result.get(timeout=WORKER_CHECK_S)
-        except multiprocessing.TimeoutError:
-            alive = _worker_pids(pool)
-            if alive != workers:
-                raise RuntimeError(f"DataLoader worker process (pid {sorted(workers - alive)}) exited "
-                                   f"unexpectedly; its batch is lost") from None
-
-
-def check_worker_options(num_workers, persistent_workers, prefetch_factor, collate_fn):
+def check_worker_options(num_workers, timeout, persistent_workers, prefetch_factor, collate_fn):
     if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool) or num_workers < 0:
         raise ValueError(f"num_workers: expected an int >= 0, got {num_workers!r}")
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or not timeout >= 0:
+        raise ValueError(f"timeout: expected seconds >= 0 (0: wait as long as it takes), got {timeout!r}")
+    if timeout and num_workers == 0:
+        raise ValueError(f"timeout: limits the wait for a worker process's batch, so it needs num_workers > 0, "
+                         f"got timeout={timeout!r} with num_workers=0")
     if persistent_workers and num_workers == 0:
         raise ValueError("persistent_workers: needs num_workers > 0 (as PyTorch), got num_workers=0")
     if not isinstance(prefetch_factor, numbers.Integral) or prefetch_factor < 1:
@@ -196,17 +181,166 @@ def host_batch(dataset, collate_fn, indices):
     return collate_fn([dataset[int(i)] for i in indices])
 
 
-# Each worker process holds the dataset and collate function it was started with.
-_worker_dataset = _worker_collate = None
+# ----------------------------------------------------------------------------- worker processes
+STOP_WAIT_S = 5.0  # how long a worker told to stop may take to exit before it is terminated
 
 
-def _start_worker(dataset, collate_fn):
-    global _worker_dataset, _worker_collate
-    _worker_dataset, _worker_collate = dataset, collate_fn
+class WorkerDied(RuntimeError):
+    """A worker process exited while it owed the main process a batch."""
 
 
-def _worker_batch(indices):
-    return _host_arrays(host_batch(_worker_dataset, _worker_collate, indices))
+class _Workers:
+    """``count`` worker processes, each with a pipe of its own to the main process.
+
+    The k-th batch handed out goes to worker ``k % count``; a worker answers its pipe in the
+    order it was asked, so taking the answers back oldest first gives the batches in order.
+    No lock is shared between processes, so a worker that dies at any moment (crash, kill, out
+    of memory) cannot leave the others or the main process waiting on a lock it held. That is
+    why this is not a ``multiprocessing.Pool``: terminating a Pool while a worker writes a result
+    to the queue they share leaves that queue's lock taken and the Pool's threads hung.
+    """
+
+    def __init__(self, count, dataset, collate_fn, timeout=0):
+        # "fork" where the OS has it: workers inherit the dataset instead of unpickling a copy.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self.pipes, self.processes = [], []
+        for _ in range(count):
+            ours, theirs = context.Pipe()
+            # A forked worker inherits the main process's ends of the pipes made so far; it closes
+            # them first thing, so that when the main process dies every pipe breaks.
+            main_ends = (*self.pipes, ours) if context.get_start_method() == "fork" else ()
+            process = context.Process(target=_worker_loop, args=(theirs, main_ends, dataset, collate_fn),
+                                      name="minigrad DataLoader worker", daemon=True)
+            process.start()
+            theirs.close()  # the worker's end lives in the worker only: its death closes the pipe
+            self.pipes.append(ours)
+            self.processes.append(process)
+        self.timeout, self.waiting, self.handed_out = timeout, collections.deque(), 0
+        self.in_use = self.stopped = False
+
+    def share(self, order):
+        """Send each worker the epoch's order of sample indices, while it owes nothing (so it is
+        reading): a batch is then handed out as a small (start, stop) into it. Handing out index
+        lists instead could deadlock, once a list outgrows the pipe's buffer: the main process
+        blocked writing to a worker that is blocked writing its previous batch back."""
+        assert not self.waiting, "the order of an epoch is sent before any batch of it is handed out"
+        for pipe in self.pipes:
+            pipe.send(order)
+
+    def hand_out(self, span):
+        worker = self.handed_out % len(self.pipes)
+        self.pipes[worker].send(span)
+        self.waiting.append(worker)  # which worker owes each batch, oldest first
+        self.handed_out += 1
+
+    def take_back(self):
+        """The oldest batch handed out. An exception raised in the worker is raised here, with the
+        worker's traceback as its cause; a worker that died raises ``WorkerDied``, as PyTorch's
+        loader does, instead of leaving the main process waiting forever for the batch."""
+        worker = self.waiting[0]
+        pipe, process = self.pipes[worker], self.processes[worker]
+        ready = multiprocessing.connection.wait([pipe, process.sentinel], timeout=self.timeout or None)
+        if not ready:
+            raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds (timeout={self.timeout}): "
+                               f"worker process {worker} (pid {process.pid}) has not sent its batch")
+        if not pipe.poll():  # only the sentinel is ready: the worker exited without answering
+            raise worker_died(process)
+        try:
+            built, answer = pipe.recv()
+        except (EOFError, OSError):  # it died in the middle of sending
+            raise worker_died(process) from None
+        self.waiting.popleft()
+        if not built:
+            error, worker_traceback = answer
+            raise error from WorkerTraceback(f"in DataLoader worker process {worker} (pid {process.pid}):\n"
+                                             f"{worker_traceback}")
+        return answer
+
+    def drain(self):
+        """Take back, and drop, the batches still owed; False if a worker died meanwhile."""
+        while self.waiting:
+            try:
+                self.take_back()
+            except WorkerDied:
+                return False
+            except Exception:  # that batch's own error: nobody wants the batch any more
+                pass
+        return True
+
+    def stop(self):
+        """Ask each worker to exit; terminate any that is still busy after STOP_WAIT_S (a worker shares
+        no lock, so killing it cannot hang anything). Stopping twice does nothing."""
+        if self.stopped:
+            return
+        self.stopped = True
+        for pipe in self.pipes:
+            try:
+                pipe.send(None)
+            except OSError:  # that worker is gone already
+                pass
+        wait_s = 0 if self.waiting else STOP_WAIT_S  # busy workers would first build what they owe
+        for process in self.processes:
+            process.join(wait_s)
+            if process.exitcode is None:
+                process.terminate()
+                process.join()
+        for pipe in self.pipes:
+            pipe.close()
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the cause of the one raised here)."""
+
+
+def worker_died(process):
+    process.join()  # its sentinel is ready: this returns at once and sets the exit code
+    code = process.exitcode
+    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    return WorkerDied(f"DataLoader worker process (pid [{process.pid}]) exited unexpectedly ({how}); "
+                     f"its batch is lost")
+
+
+def _worker_loop(pipe, main_ends, dataset, collate_fn):
+    """A worker process: keep the epoch's order of sample indices when it arrives; for each
+    (start, stop) that arrives, build the batch of ``order[start:stop]`` and send it back. Exit
+    at None, or when the pipe breaks: the main process is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process: it stops the workers
+    for end in main_ends:
+        end.close()
+    order = None
+    while True:
+        try:
+            message = pipe.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        if not isinstance(message, tuple):
+            order = message
+            continue
+        start, stop = message
+        try:
+            answer = (True, _host_arrays(host_batch(dataset, collate_fn, order[start:stop])))
+        except Exception as error:  # the dataset's or collate_fn's
+            answer = (False, (_sendable(error), traceback.format_exc()))
+        try:
+            pipe.send(answer)
+        except OSError:  # a broken pipe
+            return
+        except Exception as error:  # a batch that cannot be pickled
+            pipe.send((False, (_sendable(error), traceback.format_exc())))
+
+
+def _sendable(error):
+    """``error`` itself if it survives pickling (as the main process will unpickle it), otherwise
+    a RuntimeError with its type and message (an exception class whose __init__ takes other
+    arguments than its message cannot be rebuilt from a pickle)."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
 
 
 def _host_arrays(batch):
