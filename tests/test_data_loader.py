@@ -296,9 +296,22 @@ class Sleeps(Dataset):
 
 
 def test_timeout_bounds_the_wait_for_a_workers_batch_like_torch():
+    served = []
     loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=0.5)
-    outcome = finishes_within(20, lambda: [batch.numpy().tolist() for batch in loader])
-    assert re.search(r"DataLoader timed out after 0.5 seconds", str(outcome.get("error")))
+    outcome = finishes_within(20, lambda: [served.append(batch.numpy().tolist()) for batch in loader])
+    assert served == [[0.0, 1.0]]  # the first batch came; the second did not within 0.5 s
+    assert re.search(r"DataLoader timed out after 0\.5 seconds \(timeout=0\.5\): worker process 0 \(pid \d+\) "
+                     r"has not sent its batch", str(outcome.get("error")))
+
+
+def test_a_break_with_a_stuck_persistent_worker_returns_after_the_timeout():
+    loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=0.5, persistent_workers=True)
+
+    def first_batch_then_break():
+        for batch in loader:
+            return batch.numpy().tolist()  # leaves the second batch owed, its worker asleep
+    outcome = finishes_within(20, first_batch_then_break)
+    assert outcome.get("value") == [0.0, 1.0] and loader._workers is None  # stopped, not kept
 
 
 def test_persistent_workers_survive_a_break_and_serve_the_next_epochs_in_order():
@@ -346,11 +359,28 @@ class DiesInWorkers(Dataset):
         return np.float32(index)
 
 
-def test_a_worker_that_dies_raises_instead_of_hanging():
-    loader = DataLoader(DiesInWorkers(os.getpid()), batch_size=2, num_workers=1)
+@pytest.mark.parametrize("num_workers", [1, 2])
+def test_a_worker_that_dies_raises_instead_of_hanging(num_workers):
+    loader = DataLoader(DiesInWorkers(os.getpid()), batch_size=2, num_workers=num_workers)
     outcome = finishes_within(60, lambda: list(loader))
     assert re.search(r"DataLoader worker process \(pid \[\d+\]\) exited unexpectedly \(exit code 3\)",
                      str(outcome.get("error")))
+
+
+def test_a_persistent_worker_killed_between_epochs_raises_and_the_next_epoch_starts_new_ones():
+    import signal
+    loader = DataLoader(SquaresWithPid(), batch_size=4, num_workers=2, persistent_workers=True)
+    expected = batches_without_pids(DataLoader(SquaresWithPid(), batch_size=4))
+    list(loader)
+    killed = loader._workers.processes[1].pid
+    os.kill(killed, signal.SIGKILL)
+    loader._workers.processes[1].join()  # dead, its pipe closed: the next epoch's first send finds it broken
+    outcome = finishes_within(60, lambda: list(loader))
+    assert re.search(rf"DataLoader worker process \(pid \[{killed}\]\) exited unexpectedly \(killed by SIGKILL\)",
+                     str(outcome.get("error")))
+    served = list(loader)
+    assert [x.numpy().tolist() for x, _, _ in served] == [x.tolist() for x, _ in expected]
+    assert killed not in {int(p) for _, _, pids in served for p in pids.numpy()}
 
 
 WORKERS_OF_A_KILLED_PROCESS = """
@@ -379,6 +409,13 @@ def test_workers_exit_when_the_main_process_is_killed():
     finally:
         main.send_signal(signal.SIGKILL)  # no clean-up runs: the workers must notice by themselves
         main.wait(timeout=30)
+    assert_all_exit(workers)
+
+
+def assert_all_exit(pids, within_s=30):
+    """Every process in ``pids`` exits within ``within_s`` (any still running is killed, then the test fails)."""
+    import signal
+    import time
 
     def alive(pid):
         try:
@@ -386,10 +423,72 @@ def test_workers_exit_when_the_main_process_is_killed():
             return True
         except ProcessLookupError:
             return False
-    deadline = time.monotonic() + 30
-    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+    deadline = time.monotonic() + within_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(alive(pid) for pid in workers)
+    left = [pid for pid in pids if alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"still running {within_s} s after the main process died: {left}"
+
+
+IDLE_WORKERS_AND_A_PROCESS_HOLDING_THEIR_PIPES = """
+import os, subprocess, time
+import numpy as np
+from minigrad.data import DataLoader, TensorDataset, loader
+loader.PARENT_CHECK_S = 0.1
+idle = DataLoader(TensorDataset(np.arange(8.0)), batch_size=2, num_workers=2, persistent_workers=True)
+list(idle)
+for pipe in idle._workers.pipes:  # another program that inherits the main ends keeps the pipes open
+    os.set_inheritable(pipe.fileno(), True)
+holder = subprocess.Popen(["sleep", "60"], close_fds=False)
+print(holder.pid, *[process.pid for process in idle._workers.processes], flush=True)
+time.sleep(60)
+"""
+
+
+def test_idle_workers_notice_a_killed_main_process_even_when_its_pipes_stay_open():
+    import signal
+    import subprocess
+    import sys
+    main = subprocess.Popen([sys.executable, "-c", IDLE_WORKERS_AND_A_PROCESS_HOLDING_THEIR_PIPES],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        holder, *workers = [int(pid) for pid in main.stdout.readline().split()]
+        assert len(workers) == 2
+    finally:
+        main.send_signal(signal.SIGKILL)
+        main.wait(timeout=30)
+    try:
+        assert_all_exit(workers)
+    finally:
+        os.kill(holder, signal.SIGKILL)
+
+
+LOADERS_LEFT_MID_EPOCH_AT_EXIT = """
+import gc
+import numpy as np
+from minigrad.data import DataLoader, TensorDataset
+data = TensorDataset(np.arange(40.0))
+at_exit = DataLoader(data, batch_size=2, num_workers=2, persistent_workers=True)
+left = iter(at_exit)
+next(left)  # a started epoch that the interpreter's exit closes
+in_a_cycle = DataLoader(data, batch_size=2, num_workers=2, persistent_workers=True)
+batches = iter(in_a_cycle)
+next(batches)
+in_a_cycle.cycle = batches  # loader -> generator -> loader: only the garbage collector frees them
+del in_a_cycle, batches
+gc.collect()
+print("collected", flush=True)
+"""
+
+
+def test_a_loader_left_in_the_middle_of_an_epoch_lets_the_garbage_collector_and_the_interpreter_finish():
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", LOADERS_LEFT_MID_EPOCH_AT_EXIT], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout == "collected\n", done.stderr
 
 
 def test_collate_fn_receives_the_list_of_samples_like_torch():
@@ -487,9 +586,14 @@ def test_bad_worker_options_are_rejected_like_torch():
         DataLoader(indexed_dataset(4), persistent_workers=True)
     with pytest.raises(TypeError, match="collate_fn: expected a function"):
         DataLoader(indexed_dataset(4), collate_fn=3)
-    for timeout in (-1, True, float("nan"), "5"):
-        with pytest.raises(ValueError, match=r"timeout: expected seconds >= 0 \(0: wait as long as it takes\), got"):
+    for timeout in (-1, True, float("nan"), float("inf"), "5"):
+        with pytest.raises(ValueError, match=r"timeout: expected finite seconds >= 0 \(0: wait as long as it "
+                                             r"takes\), got"):
             DataLoader(indexed_dataset(4), num_workers=1, timeout=timeout)
+    for prefetch_factor in (0, 65, True, 2.0):
+        with pytest.raises(ValueError, match=r"prefetch_factor: expected an int from 1 to 64 \(a worker's batches "
+                                             rf"in flight wait in its pipe\), got {prefetch_factor!r}"):
+            DataLoader(indexed_dataset(4), num_workers=1, prefetch_factor=prefetch_factor)
     with pytest.raises(ValueError, match="timeout: limits the wait for a worker process's batch, so it needs "
                                          "num_workers > 0, got timeout=5 with num_workers=0"):
         DataLoader(indexed_dataset(4), timeout=5)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import math
 import multiprocessing
 import multiprocessing.connection
 import numbers
@@ -111,23 +112,16 @@ class DataLoader:
 
         At most ``prefetch_factor * num_workers`` batches are in flight: enough to keep every
         worker busy while the training step runs, without loading the whole epoch ahead.
-        Persistent workers serve the next epoch too (unless this one ended in an error); a second
-        iteration that starts while they are busy gets workers of its own.
         """
-        workers = self._workers
-        if workers is None or workers.in_use:
-            workers = _Workers(self.num_workers, self.dataset, self.collate_fn, self.timeout)
-            if self.persistent_workers and self._workers is None:
-                self._workers = workers
-                weakref.finalize(self, workers.stop)
-        workers.in_use, pending, ended_well = True, iter(spans), False
+        workers, pending, ended_well = self._idle_workers(), iter(spans), False
         try:
             workers.share(order)
             for span in itertools.islice(pending, self.prefetch_factor * self.num_workers):
                 workers.hand_out(span)
             while workers.waiting:
                 batch = workers.take_back()
-                for span in itertools.islice(pending, 1):  # one batch taken back, one handed out
+                span = next(pending, None)  # one batch taken back, one handed out
+                if span is not None:
                     workers.hand_out(span)
                 yield batch
             ended_well = True
@@ -135,8 +129,28 @@ class DataLoader:
             ended_well = True
             raise
         finally:
-            workers.in_use = False
-            if not (ended_well and workers is self._workers and workers.drain()):
+            self._end_epoch(workers, ended_well)
+
+    def _idle_workers(self):
+        """The persistent workers, or new ones (also when a second loop over this loader starts
+        while the persistent workers serve the first)."""
+        workers = self._workers
+        if workers is None or workers.in_use:
+            workers = _Workers(self.num_workers, self.dataset, self.collate_fn, self.timeout)
+            if self.persistent_workers and self._workers is None:
+                self._workers = workers
+                workers.finalizer = weakref.finalize(self, workers.stop)
+        workers.in_use = True
+        return workers
+
+    def _end_epoch(self, workers, ended_well):
+        """Persistent workers are kept for the next epoch if they can be brought back to owing
+        nothing; all others stop."""
+        workers.in_use, kept = False, False
+        try:
+            kept = ended_well and workers is self._workers and workers.drain()
+        finally:  # (even when a Ctrl-C interrupts the draining)
+            if not kept:
                 workers.stop()
                 if workers is self._workers:
                     self._workers = None  # the next epoch starts new ones
@@ -161,15 +175,17 @@ class DataLoader:
 def check_worker_options(num_workers, timeout, persistent_workers, prefetch_factor, collate_fn):
     if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool) or num_workers < 0:
         raise ValueError(f"num_workers: expected an int >= 0, got {num_workers!r}")
-    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or not timeout >= 0:
-        raise ValueError(f"timeout: expected seconds >= 0 (0: wait as long as it takes), got {timeout!r}")
+    if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or not 0 <= timeout < math.inf:
+        raise ValueError(f"timeout: expected finite seconds >= 0 (0: wait as long as it takes), got {timeout!r}")
     if timeout and num_workers == 0:
         raise ValueError(f"timeout: limits the wait for a worker process's batch, so it needs num_workers > 0, "
                          f"got timeout={timeout!r} with num_workers=0")
     if persistent_workers and num_workers == 0:
         raise ValueError("persistent_workers: needs num_workers > 0 (as PyTorch), got num_workers=0")
-    if not isinstance(prefetch_factor, numbers.Integral) or prefetch_factor < 1:
-        raise ValueError(f"prefetch_factor: expected a positive int, got {prefetch_factor!r}")
+    if (not isinstance(prefetch_factor, numbers.Integral) or isinstance(prefetch_factor, bool)
+            or not 1 <= prefetch_factor <= MAX_PREFETCH):
+        raise ValueError(f"prefetch_factor: expected an int from 1 to {MAX_PREFETCH} (a worker's batches in "
+                         f"flight wait in its pipe), got {prefetch_factor!r}")
     if collate_fn is not None and not callable(collate_fn):
         raise TypeError(f"collate_fn: expected a function of a list of samples, got {type(collate_fn).__name__}")
 
@@ -182,11 +198,32 @@ def host_batch(dataset, collate_fn, indices):
 
 
 # ----------------------------------------------------------------------------- worker processes
-STOP_WAIT_S = 5.0  # how long a worker told to stop may take to exit before it is terminated
+STOP_WAIT_S = 5.0     # how long a stopping worker may take to exit before it is terminated, then killed
+PARENT_CHECK_S = 5.0  # how often an idle worker looks whether the main process still exists
+MAX_PREFETCH = 64     # batches handed out to one worker wait in its pipe: they must fit its buffer
+
+# The main process's ends of the workers' pipes. A process forked from this one (a worker, or
+# anyone's) closes its copies at once: when the main process dies, every pipe then breaks and
+# each worker stops, even one blocked sending a batch.
+_main_ends = weakref.WeakSet()
+
+
+def _close_main_ends_in_child():
+    for end in list(_main_ends):
+        end.close()
+    _main_ends.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_main_ends_in_child)
 
 
 class WorkerDied(RuntimeError):
     """A worker process exited while it owed the main process a batch."""
+
+
+class WorkerTraceback(Exception):
+    """The traceback of an exception raised in a worker process (the cause of the one raised here)."""
 
 
 class _Workers:
@@ -207,10 +244,8 @@ class _Workers:
         self.pipes, self.processes = [], []
         for _ in range(count):
             ours, theirs = context.Pipe()
-            # A forked worker inherits the main process's ends of the pipes made so far; it closes
-            # them first thing, so that when the main process dies every pipe breaks.
-            main_ends = (*self.pipes, ours) if context.get_start_method() == "fork" else ()
-            process = context.Process(target=_worker_loop, args=(theirs, main_ends, dataset, collate_fn),
+            _main_ends.add(ours)
+            process = context.Process(target=_worker_loop, args=(theirs, dataset, collate_fn, os.getpid()),
                                       name="minigrad DataLoader worker", daemon=True)
             process.start()
             theirs.close()  # the worker's end lives in the worker only: its death closes the pipe
@@ -218,62 +253,75 @@ class _Workers:
             self.processes.append(process)
         self.timeout, self.waiting, self.handed_out = timeout, collections.deque(), 0
         self.in_use = self.stopped = False
+        self.finalizer = None  # the loader's, for persistent workers: stop them with the loader
 
     def share(self, order):
         """Send each worker the epoch's order of sample indices, while it owes nothing (so it is
         reading): a batch is then handed out as a small (start, stop) into it. Handing out index
         lists instead could deadlock, once a list outgrows the pipe's buffer: the main process
         blocked writing to a worker that is blocked writing its previous batch back."""
-        assert not self.waiting, "the order of an epoch is sent before any batch of it is handed out"
-        for pipe in self.pipes:
-            pipe.send(order)
+        if self.waiting:
+            raise RuntimeError(f"DataLoader workers still owe {len(self.waiting)} batches of the last epoch")
+        for worker in range(len(self.pipes)):
+            self._send(worker, ("order", order))
 
     def hand_out(self, span):
         worker = self.handed_out % len(self.pipes)
-        self.pipes[worker].send(span)
+        self._send(worker, ("batch", *span))
         self.waiting.append(worker)  # which worker owes each batch, oldest first
         self.handed_out += 1
 
+    def _send(self, worker, message):
+        try:
+            self.pipes[worker].send(message)
+        except OSError:  # the pipe broke: the worker is gone
+            raise worker_died(self.processes[worker]) from None
+
     def take_back(self):
         """The oldest batch handed out. An exception raised in the worker is raised here, with the
-        worker's traceback as its cause; a worker that died raises ``WorkerDied``, as PyTorch's
-        loader does, instead of leaving the main process waiting forever for the batch."""
-        worker = self.waiting[0]
-        pipe, process = self.pipes[worker], self.processes[worker]
-        ready = multiprocessing.connection.wait([pipe, process.sentinel], timeout=self.timeout or None)
-        if not ready:
-            raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds (timeout={self.timeout}): "
-                               f"worker process {worker} (pid {process.pid}) has not sent its batch")
-        if not pipe.poll():  # only the sentinel is ready: the worker exited without answering
-            raise worker_died(process)
-        try:
-            built, answer = pipe.recv()
-        except (EOFError, OSError):  # it died in the middle of sending
-            raise worker_died(process) from None
-        self.waiting.popleft()
+        worker's traceback as its cause."""
+        worker, (built, answer) = self._receive()
         if not built:
             error, worker_traceback = answer
-            raise error from WorkerTraceback(f"in DataLoader worker process {worker} (pid {process.pid}):\n"
+            pid = self.processes[worker].pid
+            raise error from WorkerTraceback(f"in DataLoader worker process {worker} (pid {pid}):\n"
                                              f"{worker_traceback}")
         return answer
 
+    def _receive(self):
+        """The oldest answer owed, as (worker, answer). A worker that died raises ``WorkerDied``, as
+        PyTorch's loader does, instead of leaving the main process waiting forever for its batch."""
+        worker = self.waiting[0]
+        pipe, process = self.pipes[worker], self.processes[worker]
+        if not multiprocessing.connection.wait([pipe, process.sentinel], timeout=self.timeout or None):
+            raise RuntimeError(f"DataLoader timed out after {self.timeout} seconds (timeout={self.timeout}): "
+                               f"worker process {worker} (pid {process.pid}) has not sent its batch")
+        self.waiting.popleft()  # from here on the batch is taken: received, or lost with its worker
+        if not pipe.poll():  # only the sentinel is ready: the worker exited without answering
+            raise worker_died(process)
+        try:
+            return worker, pipe.recv()
+        except (EOFError, OSError):  # it died in the middle of sending
+            raise worker_died(process) from None
+
     def drain(self):
-        """Take back, and drop, the batches still owed; False if a worker died meanwhile."""
-        while self.waiting:
-            try:
-                self.take_back()
-            except WorkerDied:
-                return False
-            except Exception:  # that batch's own error: nobody wants the batch any more
-                pass
-        return True
+        """Take back, and drop, the batches still owed (their errors too, if the workers sent
+        them); False if that fails: a worker died or timed out, or these workers were stopped."""
+        try:
+            while self.waiting and not self.stopped:
+                self._receive()
+        except Exception:
+            return False
+        return not self.stopped
 
     def stop(self):
-        """Ask each worker to exit; terminate any that is still busy after STOP_WAIT_S (a worker shares
-        no lock, so killing it cannot hang anything). Stopping twice does nothing."""
+        """Ask each worker to exit; terminate, then kill, any that has not after STOP_WAIT_S (a
+        worker shares no lock, so killing it cannot hang anything). Stopping twice does nothing."""
         if self.stopped:
             return
         self.stopped = True
+        if self.finalizer is not None:
+            self.finalizer.detach()  # it would only keep these stopped workers alive
         for pipe in self.pipes:
             try:
                 pipe.send(None)
@@ -282,44 +330,47 @@ class _Workers:
         wait_s = 0 if self.waiting else STOP_WAIT_S  # busy workers would first build what they owe
         for process in self.processes:
             process.join(wait_s)
-            if process.exitcode is None:
-                process.terminate()
-                process.join()
+            for end in (process.terminate, process.kill):
+                if process.exitcode is None:
+                    end()
+                    process.join(STOP_WAIT_S)
         for pipe in self.pipes:
+            _main_ends.discard(pipe)
             pipe.close()
-
-
-class WorkerTraceback(Exception):
-    """The traceback of an exception raised in a worker process (the cause of the one raised here)."""
+        for process in self.processes:
+            if process.exitcode is not None:
+                process.close()  # its sentinel's file descriptor
 
 
 def worker_died(process):
-    process.join()  # its sentinel is ready: this returns at once and sets the exit code
+    process.join(STOP_WAIT_S)  # its pipe broke as it exited: this sets the exit code
     code = process.exitcode
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+    how = ("still running, its pipe broken" if code is None else
+           f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}")
     return WorkerDied(f"DataLoader worker process (pid [{process.pid}]) exited unexpectedly ({how}); "
-                     f"its batch is lost")
+                      f"its batch is lost")
 
 
-def _worker_loop(pipe, main_ends, dataset, collate_fn):
+def _worker_loop(pipe, dataset, collate_fn, parent_pid):
     """A worker process: keep the epoch's order of sample indices when it arrives; for each
     (start, stop) that arrives, build the batch of ``order[start:stop]`` and send it back. Exit
-    at None, or when the pipe breaks: the main process is gone."""
+    at None, when the pipe breaks, or when the main process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process: it stops the workers
-    for end in main_ends:
-        end.close()
     order = None
     while True:
+        while not pipe.poll(PARENT_CHECK_S):
+            if os.getppid() != parent_pid:
+                return  # the main process died, and some other process holds the pipe open
         try:
             message = pipe.recv()
         except EOFError:
             return
         if message is None:
             return
-        if not isinstance(message, tuple):
-            order = message
+        if message[0] == "order":
+            order = message[1]
             continue
-        start, stop = message
+        _, start, stop = message
         try:
             answer = (True, _host_arrays(host_batch(dataset, collate_fn, order[start:stop])))
         except Exception as error:  # the dataset's or collate_fn's
