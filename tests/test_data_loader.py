@@ -297,21 +297,105 @@ class Sleeps(Dataset):
 
 def test_timeout_bounds_the_wait_for_a_workers_batch_like_torch():
     served = []
-    loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=0.5)
+    loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=3)
     outcome = finishes_within(20, lambda: [served.append(batch.numpy().tolist()) for batch in loader])
-    assert served == [[0.0, 1.0]]  # the first batch came; the second did not within 0.5 s
-    assert re.search(r"DataLoader timed out after 0\.5 seconds \(timeout=0\.5\): worker process 0 \(pid \d+\) "
+    assert served == [[0.0, 1.0]]  # the first batch came; the second (30 s) did not within 3 s
+    assert re.search(r"DataLoader timed out after 3\.0 seconds \(timeout=3\.0\): worker process 0 \(pid \d+\) "
                      r"has not sent its batch", str(outcome.get("error")))
 
 
-def test_a_break_with_a_stuck_persistent_worker_returns_after_the_timeout():
-    loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=0.5, persistent_workers=True)
+def test_a_stuck_persistent_worker_is_replaced_after_the_timeout_when_the_next_epoch_starts():
+    loader = DataLoader(Sleeps(), batch_size=2, num_workers=1, timeout=3, persistent_workers=True)
 
-    def first_batch_then_break():
+    def first_batch():
         for batch in loader:
-            return batch.numpy().tolist()  # leaves the second batch owed, its worker asleep
-    outcome = finishes_within(20, first_batch_then_break)
-    assert outcome.get("value") == [0.0, 1.0] and loader._workers is None  # stopped, not kept
+            return batch.numpy().tolist()  # a break: the second batch stays owed, its worker asleep
+    for _ in range(2):  # the second epoch's start waits 3 s for what is owed, then starts a new worker
+        stuck = loader._workers
+        outcome = finishes_within(30, first_batch)
+        assert outcome.get("value") == [0.0, 1.0]
+        assert stuck is None or (stuck.stopped and loader._workers is not stuck)
+
+
+def test_a_ctrl_c_while_dropping_the_owed_batches_stops_the_workers(monkeypatch):
+    loader = DataLoader(SquaresWithPid(), batch_size=4, num_workers=2, persistent_workers=True)
+    batches = iter(loader)
+    next(batches)
+    workers = loader._workers
+    pids = [process.pid for process in workers.processes]
+
+    def interrupted():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(workers, "_receive", interrupted)
+    del batches  # a break: the owed batches are dropped when the next epoch starts, where a Ctrl-C is raised
+    with pytest.raises(KeyboardInterrupt):
+        list(loader)
+    assert workers.stopped and loader._workers is None
+    assert_all_exit(pids, within_s=10)
+    assert len(list(loader)) == 6  # and the next epoch starts new ones
+
+
+def test_a_forked_child_uses_workers_of_its_own_and_leaves_the_parents_alone():
+    import multiprocessing
+    loader = DataLoader(SquaresWithPid(), batch_size=4, num_workers=2, persistent_workers=True)
+    expected = [x.tolist() for x, _ in batches_without_pids(DataLoader(SquaresWithPid(), batch_size=4))]
+    for _ in loader:
+        break  # the parent's workers owe batches when the child is forked
+    parents = {p.pid for p in loader._workers.processes}
+    results = multiprocessing.get_context("fork").SimpleQueue()
+
+    def in_the_child():
+        served = list(loader)
+        results.put(([x.numpy().tolist() for x, _, _ in served], {int(p) for _, _, ps in served for p in ps.numpy()}))
+    child = multiprocessing.get_context("fork").Process(target=in_the_child)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    child_batches, child_pids = results.get()
+    assert child_batches == expected and child_pids.isdisjoint(parents)
+    served = list(loader)  # the parent's workers, untouched by the child
+    assert [x.numpy().tolist() for x, _, _ in served] == expected
+    assert {int(p) for _, _, ps in served for p in ps.numpy()} == parents
+
+
+class ForksAHelper(Dataset):
+    """Each worker forks a helper process that outlives it (and writes the helper's pid down)."""
+
+    def __init__(self, parent_pid, helpers):
+        self.parent_pid, self.helpers = parent_pid, helpers
+
+    def __len__(self):
+        return 200_000  # the order of an epoch, 1.6 MB, outgrows the pipe's buffer
+
+    def __getitem__(self, index):
+        if os.getpid() != self.parent_pid and index < 2:
+            helper = os.fork()
+            if helper == 0:
+                import time
+                time.sleep(600)  # (killed by the test)
+                os._exit(0)
+            with open(self.helpers, "a") as file:
+                file.write(f"{helper}\n")
+        return np.float32(index)
+
+
+def test_a_dead_workers_pipe_breaks_even_when_a_process_it_forked_lives_on(tmp_path):
+    import signal
+    helpers = tmp_path / "helpers"
+    loader = DataLoader(ForksAHelper(os.getpid(), helpers), batch_size=100_000, num_workers=1,
+                        persistent_workers=True)
+    try:
+        assert len(list(loader)) == 2
+        worker = loader._workers.processes[0]
+        killed = worker.pid
+        os.kill(killed, signal.SIGKILL)
+        worker.join()
+        outcome = finishes_within(20, lambda: list(loader))  # sending the 1.6 MB order to the dead worker
+        assert re.search(rf"DataLoader worker process \(pid \[{killed}\]\) exited unexpectedly "
+                         r"\(killed by SIGKILL\)", str(outcome.get("error")))
+    finally:
+        for pid in helpers.read_text().split():
+            os.kill(int(pid), signal.SIGKILL)
 
 
 def test_persistent_workers_survive_a_break_and_serve_the_next_epochs_in_order():

@@ -112,6 +112,7 @@ class DataLoader:
 
         At most ``prefetch_factor * num_workers`` batches are in flight: enough to keep every
         worker busy while the training step runs, without loading the whole epoch ahead.
+        Persistent workers serve the next epoch too, unless this one ended in an error.
         """
         workers, pending, ended_well = self._idle_workers(), iter(spans), False
         try:
@@ -125,16 +126,29 @@ class DataLoader:
                     workers.hand_out(span)
                 yield batch
             ended_well = True
-        except GeneratorExit:  # the loop over the loader stopped early (break): drop what is still owed
-            ended_well = True
+        except GeneratorExit:  # the loop over the loader stopped early (break): the next epoch drops
+            ended_well = True      # the batches still owed
             raise
         finally:
             self._end_epoch(workers, ended_well)
 
     def _idle_workers(self):
         """The persistent workers, or new ones (also when a second loop over this loader starts
-        while the persistent workers serve the first)."""
+        while the persistent workers serve the first). Batches still owed from an epoch left
+        early (break) are taken back and dropped here, not when the loop was left: code run
+        while a generator is closed cannot raise (a Ctrl-C there would be printed and lost)."""
         workers = self._workers
+        if workers is not None and (workers.stopped or workers.owner != os.getpid()):
+            workers = self._workers = None  # (in a forked child: the parent's workers are not ours)
+        if workers is not None and not workers.in_use and workers.waiting:
+            drained = False
+            try:
+                drained = workers.drain()
+            finally:
+                if not drained:
+                    self._workers = None
+                    workers.stop()
+                    workers = None
         if workers is None or workers.in_use:
             workers = _Workers(self.num_workers, self.dataset, self.collate_fn, self.timeout)
             if self.persistent_workers and self._workers is None:
@@ -144,16 +158,13 @@ class DataLoader:
         return workers
 
     def _end_epoch(self, workers, ended_well):
-        """Persistent workers are kept for the next epoch if they can be brought back to owing
-        nothing; all others stop."""
-        workers.in_use, kept = False, False
-        try:
-            kept = ended_well and workers is self._workers and workers.drain()
-        finally:  # (even when a Ctrl-C interrupts the draining)
-            if not kept:
-                workers.stop()
-                if workers is self._workers:
-                    self._workers = None  # the next epoch starts new ones
+        """Persistent workers are kept for the next epoch, unless this one ended in an error; all
+        others stop."""
+        workers.in_use = False
+        if not (ended_well and workers is self._workers):
+            if workers is self._workers:
+                self._workers = None  # the next epoch starts new ones
+            workers.stop()
 
     # ------------------------------------------------------------------ resuming
     def state_dict(self):
@@ -202,20 +213,22 @@ STOP_WAIT_S = 5.0     # how long a stopping worker may take to exit before it is
 PARENT_CHECK_S = 5.0  # how often an idle worker looks whether the main process still exists
 MAX_PREFETCH = 64     # batches handed out to one worker wait in its pipe: they must fit its buffer
 
-# The main process's ends of the workers' pipes. A process forked from this one (a worker, or
-# anyone's) closes its copies at once: when the main process dies, every pipe then breaks and
-# each worker stops, even one blocked sending a batch.
-_main_ends = weakref.WeakSet()
+# The ends of the workers' pipes that this process holds: the main process's ends, or in a
+# worker its own end. A process forked from this one (a worker, or anyone's child, or a worker's
+# child) closes its copies at once, so a pipe breaks as soon as either of its two processes
+# dies: a worker stops when the main process dies, even while blocked sending a batch, and the
+# main process learns of a dead worker even while sending to it.
+_pipe_ends = weakref.WeakSet()
 
 
-def _close_main_ends_in_child():
-    for end in list(_main_ends):
+def _close_pipe_ends_in_child():
+    for end in list(_pipe_ends):
         end.close()
-    _main_ends.clear()
+    _pipe_ends.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_main_ends_in_child)
+    os.register_at_fork(after_in_child=_close_pipe_ends_in_child)
 
 
 class WorkerDied(RuntimeError):
@@ -244,7 +257,7 @@ class _Workers:
         self.pipes, self.processes = [], []
         for _ in range(count):
             ours, theirs = context.Pipe()
-            _main_ends.add(ours)
+            _pipe_ends.add(ours)
             process = context.Process(target=_worker_loop, args=(theirs, dataset, collate_fn, os.getpid()),
                                       name="minigrad DataLoader worker", daemon=True)
             process.start()
@@ -254,6 +267,7 @@ class _Workers:
         self.timeout, self.waiting, self.handed_out = timeout, collections.deque(), 0
         self.in_use = self.stopped = False
         self.finalizer = None  # the loader's, for persistent workers: stop them with the loader
+        self.owner = os.getpid()  # a forked child inherits this object, not the workers
 
     def share(self, order):
         """Send each worker the epoch's order of sample indices, while it owes nothing (so it is
@@ -317,7 +331,8 @@ class _Workers:
     def stop(self):
         """Ask each worker to exit; terminate, then kill, any that has not after STOP_WAIT_S (a
         worker shares no lock, so killing it cannot hang anything). Stopping twice does nothing."""
-        if self.stopped:
+        if self.stopped or os.getpid() != self.owner:
+            self.stopped = True  # (only the process that started the workers may stop them)
             return
         self.stopped = True
         if self.finalizer is not None:
@@ -335,7 +350,7 @@ class _Workers:
                     end()
                     process.join(STOP_WAIT_S)
         for pipe in self.pipes:
-            _main_ends.discard(pipe)
+            _pipe_ends.discard(pipe)
             pipe.close()
         for process in self.processes:
             if process.exitcode is not None:
@@ -356,6 +371,7 @@ def _worker_loop(pipe, dataset, collate_fn, parent_pid):
     (start, stop) that arrives, build the batch of ``order[start:stop]`` and send it back. Exit
     at None, when the pipe breaks, or when the main process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process: it stops the workers
+    _pipe_ends.add(pipe)  # a process this worker forks (a dataset's helper) closes it
     order = None
     while True:
         while not pipe.poll(PARENT_CHECK_S):
