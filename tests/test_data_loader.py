@@ -485,7 +485,6 @@ def test_workers_exit_when_the_main_process_is_killed():
     import signal
     import subprocess
     import sys
-    import time
     main = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_PROCESS], stdout=subprocess.PIPE, text=True)
     try:
         workers = [int(pid) for pid in main.stdout.readline().split()]
@@ -519,8 +518,8 @@ def assert_all_exit(pids, within_s=30):
 IDLE_WORKERS_AND_A_PROCESS_HOLDING_THEIR_PIPES = """
 import os, subprocess, time
 import numpy as np
-from minigrad.data import DataLoader, TensorDataset, loader
-loader.PARENT_CHECK_S = 0.1
+from minigrad.data import DataLoader, TensorDataset, workers
+workers.PARENT_CHECK_S = 0.1
 idle = DataLoader(TensorDataset(np.arange(8.0)), batch_size=2, num_workers=2, persistent_workers=True)
 list(idle)
 for pipe in idle._workers.pipes:  # another program that inherits the main ends keeps the pipes open
