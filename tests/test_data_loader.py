@@ -234,6 +234,24 @@ class Broken(Dataset):
         raise KeyError(f"sample {index} is missing")
 
 
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_workers_started_another_way_build_the_same_batches_and_errors(start_method):
+    import multiprocessing
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{start_method!r} is not a start method on this OS")
+    expected = batches_without_pids(DataLoader(SquaresWithPid(), batch_size=4, shuffle=True, seed=5))
+    for context in (start_method, multiprocessing.get_context(start_method)):
+        loader = DataLoader(SquaresWithPid(), batch_size=4, shuffle=True, seed=5, num_workers=2,
+                            multiprocessing_context=context)
+        served = batches_without_pids(loader)
+        assert len(served) == len(expected)
+        for (x, y), (expected_x, expected_y) in zip(served, expected):
+            np.testing.assert_array_equal(x, expected_x)
+            np.testing.assert_array_equal(y, expected_y)
+    with pytest.raises(KeyError, match="sample 0 is missing"):
+        list(DataLoader(Broken(), batch_size=2, num_workers=1, multiprocessing_context=start_method))
+
+
 def test_an_error_in_a_worker_reaches_the_main_process_with_the_workers_traceback():
     with pytest.raises(KeyError, match="sample 0 is missing") as raised:
         list(DataLoader(Broken(), batch_size=2, num_workers=1))
@@ -673,6 +691,15 @@ def test_bad_worker_options_are_rejected_like_torch():
         with pytest.raises(ValueError, match=r"timeout: expected finite seconds >= 0 \(0: wait as long as it "
                                              r"takes\), got"):
             DataLoader(indexed_dataset(4), num_workers=1, timeout=timeout)
+    with pytest.raises(ValueError, match=r"multiprocessing_context: expected None, one of \[.*'spawn'.*\] or a "
+                                         r"multiprocessing context, got 'threads'"):
+        DataLoader(indexed_dataset(4), num_workers=1, multiprocessing_context="threads")
+    with pytest.raises(TypeError, match="multiprocessing_context: expected None, a start method's name or a "
+                                        "multiprocessing context, got int"):
+        DataLoader(indexed_dataset(4), num_workers=1, multiprocessing_context=3)
+    with pytest.raises(ValueError, match=r"multiprocessing_context: starts worker processes, so it needs "
+                                         r"num_workers > 0 \(as PyTorch\), got 'spawn' with num_workers=0"):
+        DataLoader(indexed_dataset(4), multiprocessing_context="spawn")
     for prefetch_factor in (0, 65, True, 2.0):
         with pytest.raises(ValueError, match=r"prefetch_factor: expected an int from 1 to 64 \(a worker's batches "
                                              rf"in flight wait in its pipe\), got {prefetch_factor!r}"):

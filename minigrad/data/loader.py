@@ -26,18 +26,23 @@ from .. import backend, random
 from ..backend import np
 from ..tensor import Tensor
 from .dataset import TensorDataset
-from .workers import MAX_PREFETCH, Workers
+from .workers import MAX_PREFETCH, Workers, start_method
 
 
 class DataLoader:
     def __init__(self, dataset, batch_size=1, shuffle=False, sampler=None, num_workers=0, collate_fn=None,
-                 pin_memory=False, drop_last=False, *, timeout=0, persistent_workers=False, prefetch_factor=2,
-                 seed=None, device=None):
+                 pin_memory=False, drop_last=False, *, timeout=0, multiprocessing_context=None,
+                 persistent_workers=False, prefetch_factor=2, seed=None, device=None):
         if not isinstance(batch_size, numbers.Integral) or isinstance(batch_size, bool) or batch_size <= 0:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
         check_worker_options(num_workers, timeout, persistent_workers, prefetch_factor, collate_fn)
+        if multiprocessing_context is not None:
+            if num_workers == 0:
+                raise ValueError(f"multiprocessing_context: starts worker processes, so it needs num_workers > 0 "
+                                 f"(as PyTorch), got {multiprocessing_context!r} with num_workers=0")
+            start_method(multiprocessing_context)  # a bad one is named here, not at the first epoch
         if sampler is not None and shuffle:
             raise ValueError("sampler: the sampler sets the order, so shuffle must be False (as PyTorch)")
         if sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
@@ -49,6 +54,7 @@ class DataLoader:
         self.num_workers, self.persistent_workers = int(num_workers), bool(persistent_workers)
         self.prefetch_factor, self.pin_memory = int(prefetch_factor), bool(pin_memory)
         self.timeout = float(timeout)  # seconds to wait for a worker's batch; 0: no limit
+        self.multiprocessing_context = multiprocessing_context  # None: "fork" where the OS has it
         if seed is None:  # take one from minigrad's global generator: mg.manual_seed still fixes it
             seed = random.generator().integers(2**63) if shuffle else 0  # (unshuffled: nothing drawn)
         self.seed = int(seed)
@@ -145,7 +151,7 @@ class DataLoader:
                     workers = None
         if workers is None or workers.in_use:
             build = functools.partial(host_batch, self.dataset, self.collate_fn)
-            workers = Workers(self.num_workers, build, self.timeout)
+            workers = Workers(self.num_workers, build, self.timeout, self.multiprocessing_context)
             if self.persistent_workers and self._workers is None:
                 self._workers = workers
                 workers.finalizer = weakref.finalize(self, workers.stop)

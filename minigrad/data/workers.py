@@ -46,6 +46,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_close_pipe_ends_in_child)
 
 
+def start_method(context):
+    """The multiprocessing context that starts the workers: ``context`` itself, the one named
+    (``"fork"``, ``"spawn"``, ``"forkserver"``), or by default "fork" where the OS has it
+    (workers inherit the dataset instead of unpickling a copy), else "spawn"."""
+    if context is None:
+        methods = multiprocessing.get_all_start_methods()
+        return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    if isinstance(context, str):
+        if context not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"multiprocessing_context: expected None, one of "
+                             f"{multiprocessing.get_all_start_methods()} or a multiprocessing context, "
+                             f"got {context!r}")
+        return multiprocessing.get_context(context)
+    if not isinstance(context, multiprocessing.context.BaseContext):
+        raise TypeError(f"multiprocessing_context: expected None, a start method's name or a multiprocessing "
+                        f"context, got {type(context).__name__}")
+    return context
+
+
 class WorkerDied(RuntimeError):
     """A worker process exited while it owed the main process a batch."""
 
@@ -66,15 +85,13 @@ class Workers:
     to the queue they share leaves that queue's lock taken and the Pool's threads hung.
     """
 
-    def __init__(self, count, build, timeout=0):
-        # "fork" where the OS has it: workers inherit the dataset instead of unpickling a copy.
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    def __init__(self, count, build, timeout=0, context=None):
+        context = start_method(context)
         self.pipes, self.processes = [], []
         for _ in range(count):
             ours, theirs = context.Pipe()
             _pipe_ends.add(ours)
-            process = context.Process(target=_worker_loop, args=(theirs, build, os.getpid()),
+            process = context.Process(target=_worker_loop, args=(theirs, build),
                                       name="minigrad DataLoader worker", daemon=True)
             process.start()
             theirs.close()  # the worker's end lives in the worker only: its death closes the pipe
@@ -182,12 +199,13 @@ def worker_died(process):
                       f"its batch is lost")
 
 
-def _worker_loop(pipe, build, parent_pid):
+def _worker_loop(pipe, build):
     """A worker process: keep the epoch's order of sample indices when it arrives; for each
     (start, stop) that arrives, build the batch of ``order[start:stop]`` and send it back. Exit
-    at None, when the pipe breaks, or when the main process is gone."""
+    at None, when the pipe breaks, or when the process that started it is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the main process: it stops the workers
     _pipe_ends.add(pipe)  # a process this worker forks (a dataset's helper) closes it
+    parent_pid = os.getppid()  # the main process (or, with "forkserver", the server, which ends with it)
     order = None
     while True:
         while not pipe.poll(PARENT_CHECK_S):
