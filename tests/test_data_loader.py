@@ -252,6 +252,22 @@ def test_workers_started_another_way_build_the_same_batches_and_errors(start_met
         list(DataLoader(Broken(), batch_size=2, num_workers=1, multiprocessing_context=start_method))
 
 
+@pytest.mark.parametrize("start_method", ["fork", "spawn", "forkserver"])
+def test_idle_persistent_workers_stay_while_the_main_process_lives(start_method, monkeypatch):
+    import multiprocessing
+    import time
+    from minigrad.data import workers
+    if start_method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"{start_method!r} is not a start method on this OS")
+    monkeypatch.setattr(workers, "PARENT_CHECK_S", 0.05)  # idle workers look for their parent every 50 ms
+    loader = DataLoader(SquaresWithPid(), batch_size=4, num_workers=2, persistent_workers=True,
+                        multiprocessing_context=start_method)
+    first = {int(p) for _, _, pids in loader for p in pids.numpy()}
+    time.sleep(0.5)  # idle: each worker checks ~10 times (under forkserver its parent is the server)
+    second = {int(p) for _, _, pids in loader for p in pids.numpy()}
+    assert len(first) == 2 and first == second
+
+
 def test_an_error_in_a_worker_reaches_the_main_process_with_the_workers_traceback():
     with pytest.raises(KeyError, match="sample 0 is missing") as raised:
         list(DataLoader(Broken(), batch_size=2, num_workers=1))

@@ -91,7 +91,7 @@ class Workers:
         for _ in range(count):
             ours, theirs = context.Pipe()
             _pipe_ends.add(ours)
-            process = context.Process(target=_worker_loop, args=(theirs, build),
+            process = context.Process(target=_worker_loop, args=(theirs, build, PARENT_CHECK_S),
                                       name="minigrad DataLoader worker", daemon=True)
             process.start()
             theirs.close()  # the worker's end lives in the worker only: its death closes the pipe
@@ -199,7 +199,7 @@ def worker_died(process):
                       f"its batch is lost")
 
 
-def _worker_loop(pipe, build):
+def _worker_loop(pipe, build, parent_check_s):
     """A worker process: keep the epoch's order of sample indices when it arrives; for each
     (start, stop) that arrives, build the batch of ``order[start:stop]`` and send it back. Exit
     at None, when the pipe breaks, or when the process that started it is gone."""
@@ -208,7 +208,7 @@ def _worker_loop(pipe, build):
     parent_pid = os.getppid()  # the main process (or, with "forkserver", the server, which ends with it)
     order = None
     while True:
-        while not pipe.poll(PARENT_CHECK_S):
+        while not pipe.poll(parent_check_s):
             if os.getppid() != parent_pid:
                 return  # the main process died, and some other process holds the pipe open
         try:
