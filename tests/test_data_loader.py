@@ -515,17 +515,23 @@ time.sleep(60)
 """
 
 
-def test_workers_exit_when_the_main_process_is_killed():
+def pids_printed_before_a_kill(script):
+    """Run ``script`` in a new Python, read the pids it prints, then SIGKILL it: no clean-up
+    runs, so its workers must notice by themselves."""
     import signal
     import subprocess
     import sys
-    main = subprocess.Popen([sys.executable, "-c", WORKERS_OF_A_KILLED_PROCESS], stdout=subprocess.PIPE, text=True)
+    main = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        workers = [int(pid) for pid in main.stdout.readline().split()]
-        assert len(workers) == 4
+        return [int(pid) for pid in main.stdout.readline().split()]
     finally:
-        main.send_signal(signal.SIGKILL)  # no clean-up runs: the workers must notice by themselves
+        main.send_signal(signal.SIGKILL)
         main.wait(timeout=30)
+
+
+def test_workers_exit_when_the_main_process_is_killed():
+    workers = pids_printed_before_a_kill(WORKERS_OF_A_KILLED_PROCESS)
+    assert len(workers) == 4
     assert_all_exit(workers)
 
 
@@ -566,17 +572,9 @@ time.sleep(60)
 
 def test_idle_workers_notice_a_killed_main_process_even_when_its_pipes_stay_open():
     import signal
-    import subprocess
-    import sys
-    main = subprocess.Popen([sys.executable, "-c", IDLE_WORKERS_AND_A_PROCESS_HOLDING_THEIR_PIPES],
-                            stdout=subprocess.PIPE, text=True)
+    holder, *workers = pids_printed_before_a_kill(IDLE_WORKERS_AND_A_PROCESS_HOLDING_THEIR_PIPES)
     try:
-        holder, *workers = [int(pid) for pid in main.stdout.readline().split()]
         assert len(workers) == 2
-    finally:
-        main.send_signal(signal.SIGKILL)
-        main.wait(timeout=30)
-    try:
         assert_all_exit(workers)
     finally:
         os.kill(holder, signal.SIGKILL)

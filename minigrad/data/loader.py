@@ -37,12 +37,8 @@ class DataLoader:
             raise ValueError(f"batch_size: expected a positive int, got {batch_size!r}")
         if seed is not None and (not isinstance(seed, numbers.Integral) or seed < 0):
             raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
-        check_worker_options(num_workers, timeout, persistent_workers, prefetch_factor, collate_fn)
-        if multiprocessing_context is not None:
-            if num_workers == 0:
-                raise ValueError(f"multiprocessing_context: starts worker processes, so it needs num_workers > 0 "
-                                 f"(as PyTorch), got {multiprocessing_context!r} with num_workers=0")
-            start_method(multiprocessing_context)  # a bad one is named here, not at the first epoch
+        check_worker_options(num_workers, timeout, multiprocessing_context, persistent_workers, prefetch_factor,
+                             collate_fn)
         if sampler is not None and shuffle:
             raise ValueError("sampler: the sampler sets the order, so shuffle must be False (as PyTorch)")
         if sampler is not None and not (hasattr(sampler, "__iter__") and hasattr(sampler, "__len__")):
@@ -184,7 +180,8 @@ class DataLoader:
         return {**self.__dict__, "_workers": None}
 
 
-def check_worker_options(num_workers, timeout, persistent_workers, prefetch_factor, collate_fn):
+def check_worker_options(num_workers, timeout, multiprocessing_context, persistent_workers, prefetch_factor,
+                         collate_fn):
     if not isinstance(num_workers, numbers.Integral) or isinstance(num_workers, bool) or num_workers < 0:
         raise ValueError(f"num_workers: expected an int >= 0, got {num_workers!r}")
     if not isinstance(timeout, numbers.Real) or isinstance(timeout, bool) or not 0 <= timeout < math.inf:
@@ -192,6 +189,11 @@ def check_worker_options(num_workers, timeout, persistent_workers, prefetch_fact
     if timeout and num_workers == 0:
         raise ValueError(f"timeout: limits the wait for a worker process's batch, so it needs num_workers > 0, "
                          f"got timeout={timeout!r} with num_workers=0")
+    if multiprocessing_context is not None:
+        if num_workers == 0:
+            raise ValueError(f"multiprocessing_context: starts worker processes, so it needs num_workers > 0 "
+                             f"(as PyTorch), got {multiprocessing_context!r} with num_workers=0")
+        start_method(multiprocessing_context)  # a bad one is named here, not at the first epoch
     if persistent_workers and num_workers == 0:
         raise ValueError("persistent_workers: needs num_workers > 0 (as PyTorch), got num_workers=0")
     if (not isinstance(prefetch_factor, numbers.Integral) or isinstance(prefetch_factor, bool)
