@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 
-from . import backend
+from . import backend, parallel
 from .tensor import Tensor, check_same_device  # the import cycle is closed at the end of tensor.py
 
 
@@ -181,14 +181,17 @@ def backward(root, grad=None, retain_graph=False):
         raise RuntimeError("backward: the tensor does not require grad and has no graph "
                            "(was it computed under no_grad, or from tensors without requires_grad?)")
     pending = {id(root_node): initial_gradient(root, grad)}  # gradients still to flow on, per node
-    for node in reversed(topological_order(root_node)):
-        node_grad = pending.pop(id(node), None)
-        if node_grad is None:
-            continue
-        if isinstance(node, Function):
-            send_to_parents(node, node_grad, pending, retain_graph)
-        else:  # a leaf tensor: accumulate into .grad
-            node._accumulate_grad(node_grad)
+    # BLAS held to one thread once for the whole walk, not once per kernel (parallel.py says why
+    # minigrad's kernels hold it; each hold costs 20-50 us inside a step, RESULTS.md).
+    with parallel.one_blas_thread() if backend.xp_of(root.array) is backend.np else contextlib.nullcontext():
+        for node in reversed(topological_order(root_node)):
+            node_grad = pending.pop(id(node), None)
+            if node_grad is None:
+                continue
+            if isinstance(node, Function):
+                send_to_parents(node, node_grad, pending, retain_graph)
+            else:  # a leaf tensor: accumulate into .grad
+                node._accumulate_grad(node_grad)
 
 
 def initial_gradient(root, grad):
@@ -209,7 +212,11 @@ def initial_gradient(root, grad):
 def send_to_parents(node, grad, pending, retain_graph):
     """Run one node's backward and add each input's gradient (reduced to its shape) to ``pending``."""
     before_backward(node, grad)  # PyTorch's checks and retain_grad(): see the end of this file
-    input_grads = node.backward(grad)
+    if type(node).__module__.startswith("minigrad."):
+        input_grads = node.backward(grad)
+    else:  # an op defined outside minigrad: its NumPy calls keep the caller's BLAS threads
+        with parallel.callers_blas_threads():
+            input_grads = node.backward(grad)
     if not isinstance(input_grads, tuple):
         input_grads = (input_grads,)
     for parent, shape, parent_grad in zip(node.parents, node.input_shapes, input_grads):
@@ -246,29 +253,33 @@ def release(node):
 
 def check_saved_versions(node):
     """Raise if a value ``node`` saved for backward was written in place after it was saved."""
-    for counter, saved_version, role, shape, dtype in node.saved_versions:
+    for counter, saved_version, position, array in node.saved_versions:
         if counter.value != saved_version:
+            role = f"input {position}" if position < len(node.input_shapes) else "output"
             raise RuntimeError(
                 f"backward: one of the variables needed for gradient computation has been modified by an "
-                f"inplace operation: the {role} of {type(node).__name__} (shape {shape}, {dtype}) is at "
-                f"version {counter.value}; expected version {saved_version}. An optimizer step or an "
+                f"inplace operation: the {role} of {type(node).__name__} (shape {array.shape}, {array.dtype}) is "
+                f"at version {counter.value}; expected version {saved_version}. An optimizer step or an "
                 f"in-place op ran between forward and backward: call backward before step(), or compute "
                 f"the forward again")
 
 
 def saved_versions(saved, inputs, output):
-    """(version counter, its value now, the tensor's role, shape, dtype) for every input or
-    output whose memory (the array itself or a view of it) the op saved for backward."""
+    """(version counter, its value now, position among the inputs (or after them: the output), the
+    tensor's array) for every input or output whose memory (the array itself or a view of it)
+    the op saved for backward (its memory is kept alive by the op anyway). The message is made
+    only when a check fails: making it for every node cost ~3 us a node."""
     if not saved:
         return ()
-    candidates = [(f"input {position}", tensor) for position, tensor in enumerate(inputs)]
-    candidates.append(("output", output))
-    owners = [memory_owner(tensor.array) for _, tensor in candidates]
+    tensors = (*inputs, output)
+    owners = [memory_owner(tensor.array) for tensor in tensors]
     records = []
     for array in saved:
         owner = memory_owner(array)
-        records.extend((tensor._version_counter, tensor._version_counter.value, role, tensor.shape, tensor.dtype)
-                       for (role, tensor), candidate_owner in zip(candidates, owners) if candidate_owner is owner)
+        for position, (tensor, candidate_owner) in enumerate(zip(tensors, owners)):
+            if candidate_owner is owner:
+                counter = tensor._version_counter
+                records.append((counter, counter.value, position, tensor.array))
     return tuple(records)
 
 

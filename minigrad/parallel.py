@@ -15,8 +15,9 @@ batch 32 runs fastest on one thread).
 
 BLAS is held to one thread inside the kernels that multiply, so that two levels of threads
 never fight over the cores: after a threaded call OpenBLAS's own workers spin for a while,
-holding the core that minigrad's next kernel wants. The limit is scoped to minigrad's kernels;
-the user's own NumPy calls keep their BLAS threads.
+holding the core that minigrad's next kernel wants. The limit is scoped to minigrad's kernels
+(and to autograd's backward walk as a whole, which runs only minigrad's kernels: one hold
+instead of one per kernel); the user's own NumPy calls keep their BLAS threads.
 
 ``MINIGRAD_NUM_THREADS`` sets the number of threads (default: the cores this process may use;
 1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
@@ -60,6 +61,7 @@ _blas = None             # threadpoolctl's controllers of the loaded BLAS librar
 _limit_counter = None    # threadpoolctl's count of nested limits (one_blas_thread), found with _blas
 _lock = threading.Lock()
 _busy = threading.Lock()  # held while the workers run a split: one split at a time
+_hold = threading.local()  # this thread's one_blas_thread: how deep, and the setting it found
 
 
 class _Worker:
@@ -156,14 +158,22 @@ class one_blas_thread:
     cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md). Unlike
     ``limit()`` it changes and counts nothing when every library already runs one thread, and
     leaves alone a library that does not say how many threads it runs.
+
+    Holds nest: inside a hold of the same thread (autograd's backward holds BLAS once for its
+    whole walk) a hold changes nothing, and only the outermost one gives the setting back.
+    ``callers_blas_threads`` lends the caller's setting back inside a hold.
     """
-    __slots__ = ("_before", "_changes")
+    __slots__ = ()
 
     def __enter__(self):
+        depth = getattr(_hold, "depth", 0)
+        _hold.depth = depth + 1
+        if depth:              # this thread holds BLAS already (a kernel inside the backward walk)
+            return self
         libraries = _blas_libraries()
-        self._before = [library.get_num_threads() for library in libraries]
-        self._changes = any(threads != 1 for threads in self._before)   # else nothing to change
-        if self._changes:
+        _hold.before = [library.get_num_threads() for library in libraries]
+        _hold.changes = any(threads != 1 for threads in _hold.before)   # else nothing to change
+        if _hold.changes:
             for library in libraries:
                 library.set_num_threads(1)
             if _limit_counter is not None:
@@ -171,12 +181,32 @@ class one_blas_thread:
         return self
 
     def __exit__(self, *exception):
-        if self._changes:
-            for library, threads in zip(_blas_libraries(), self._before):
-                if threads is not None:                  # None: the library does not say
-                    library.set_num_threads(threads)
-            if _limit_counter is not None:
-                _limit_counter.decrement()   # at zero, OpenBLAS's setting is free for any thread again
+        _hold.depth -= 1
+        if _hold.depth or not _hold.changes:
+            return
+        for library, threads in zip(_blas_libraries(), _hold.before):
+            if threads is not None:                  # None: the library does not say
+                library.set_num_threads(threads)
+        if _limit_counter is not None:
+            _limit_counter.decrement()   # at zero, OpenBLAS's setting is free for any thread again
+
+
+@contextlib.contextmanager
+def callers_blas_threads():
+    """Inside a hold, BLAS gets back the threads the caller had, for the ``with`` block only: a
+    big product that minigrad does not cut (``matmul``), or a user-defined op's backward."""
+    if not getattr(_hold, "depth", 0) or not _hold.changes:
+        yield
+        return
+    libraries = _blas_libraries()
+    for library, threads in zip(libraries, _hold.before):
+        if threads is not None:
+            library.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        for library in libraries:
+            library.set_num_threads(1)
 
 
 @functools.cache
@@ -268,7 +298,8 @@ def matmul(a, b):
         with one_blas_thread():
             return xp.matmul(a, b)
     if a.ndim != 2 or b.ndim != 2 or rows <= PRODUCT_ROWS:
-        return xp.matmul(a, b)
+        with callers_blas_threads():      # BLAS's own threads, even inside the backward walk's hold
+            return xp.matmul(a, b)
     out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
 
     def product_rows(blocks):

@@ -353,6 +353,89 @@ def test_big_products_minigrad_does_not_cut_keep_blas_threads(monkeypatch, threa
     assert seen and all(inside == [2] * len(inside) for inside in seen) and not thread_splits
 
 
+@pytest.mark.parametrize("a_shape, b_shape", [((3, 50), (50, 400)), ((2, 100, 50), (50, 40))],
+                         ids=["too-few-rows-to-cut", "batched"])
+def test_big_products_keep_blas_threads_in_backward_too(monkeypatch, thread_splits, a_shape, b_shape):
+    """The backward walk holds BLAS to one thread for all its kernels at once; a big product that
+    minigrad does not cut gets the caller's threads back inside it."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 1000)
+    a = mg.tensor(np.ones(a_shape), requires_grad=True)
+    b = mg.tensor(np.ones(b_shape), requires_grad=True)
+    out = a @ b
+    seen, matmul = [], np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: seen.append(blas_threads()) or matmul(*args, **kwargs))
+    with threadpool_limits(limits=2, user_api="blas"):
+        out.backward(mg.tensor(np.ones(out.shape)))
+        after = blas_threads()
+    assert len(seen) == 2, "the gradients of a and of b"
+    assert all(inside == [2] * len(inside) for inside in seen) and not thread_splits
+    assert after == [2] * len(after)
+    np.testing.assert_array_equal(a.grad.numpy(), np.ones(out.shape) @ np.swapaxes(np.ones(b_shape), -1, -2))
+
+
+def test_one_blas_hold_covers_the_whole_backward_walk(monkeypatch):
+    """Holding BLAS costs 20-50 us inside a step: backward holds it once, and the holds of its
+    kernels (nested on the same thread) change nothing; the caller's setting is back after."""
+    from threadpoolctl import threadpool_limits
+    changes, inside_kernels = [], []
+    for library in parallel._blas_libraries():
+        set_threads = library.set_num_threads
+        monkeypatch.setattr(library, "set_num_threads",
+                            lambda threads, set_threads=set_threads: changes.append(threads) or set_threads(threads))
+    matmul = np.matmul
+    monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: inside_kernels.append(blas_threads()) or matmul(*args, **kwargs))
+    rng = np.random.default_rng(0)
+    model = mg.nn.Sequential(mg.nn.Conv2d(2, 3, 3), mg.nn.ReLU(), mg.nn.Flatten(), mg.nn.Linear(3 * 4 * 4, 5),
+                             mg.nn.ReLU(), mg.nn.Linear(5, 2))
+    x = mg.tensor(rng.standard_normal((4, 2, 6, 6)), dtype="float32")
+    with threadpool_limits(limits=2, user_api="blas"):
+        loss = model(x).sum()
+        changes.clear(), inside_kernels.clear()
+        loss.backward()
+        after = blas_threads()
+    libraries = len(parallel._blas_libraries())
+    assert changes == [1] * libraries + [2] * libraries, "one hold: set to 1 once, given back once"
+    assert len(inside_kernels) >= 5 and all(inside == [1] * len(after) for inside in inside_kernels)
+    assert after == [2] * len(after)
+
+
+def test_a_nested_blas_hold_leaves_the_outer_one_in_place():
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=2, user_api="blas"):
+        with parallel.one_blas_thread():
+            with parallel.one_blas_thread():
+                pass
+            between = blas_threads()
+            with parallel.callers_blas_threads():
+                given_back = blas_threads()
+            held_again = blas_threads()
+        after = blas_threads()
+    assert between == held_again == [1] * len(after)
+    assert given_back == after == [2] * len(after)
+
+
+def test_an_op_defined_outside_minigrad_runs_its_backward_with_the_callers_blas_threads():
+    from threadpoolctl import threadpool_limits
+    seen = []
+
+    class Double(mg.autograd.Function):
+        def forward(self, a):
+            return 2 * a
+
+        def backward(self, grad):
+            seen.append(blas_threads())
+            return 2 * grad
+    x = mg.tensor(np.ones((3, 4)), requires_grad=True)
+    w = mg.tensor(np.ones((4, 2)), requires_grad=True)
+    with threadpool_limits(limits=2, user_api="blas"):
+        (Double.apply(x) @ w).sum().backward()       # MatMul's backward runs held, Double's is the user's
+        after = blas_threads()
+    assert seen == [after] and after == [2] * len(after)
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((3, 4), 4.0))
+
+
 def test_with_per_thread_blas_limits_each_worker_holds_its_own(monkeypatch, two_threads_always):
     """OpenMP builds of OpenBLAS keep the limit per thread: the workers must hold it themselves."""
     import contextlib

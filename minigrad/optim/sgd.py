@@ -38,6 +38,7 @@ class SGD(Optimizer):
                 buffer = state["momentum_buffer"] = grad.copy()
             else:
                 buffer *= momentum
-                buffer += (1 - group["dampening"]) * grad
+                # (1 - 0) * grad is grad, bit for bit: without dampening, no product and no temporary
+                buffer += (1 - group["dampening"]) * grad if group["dampening"] else grad
             grad = grad + momentum * buffer if group["nesterov"] else buffer
         param -= group["lr"] * grad
