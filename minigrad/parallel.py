@@ -327,20 +327,20 @@ def elementwise(work, *arrays):
     last is usually the output), chunk by chunk in memory order, the chunks shared by the threads.
 
     A pass of several NumPy calls (ReLU's backward makes three) then mostly reuses what the
-    previous call left in cache, and two threads share the passes. Arrays whose layouts differ,
-    and CuPy arrays (one kernel each is best there), get one ``work(*arrays)``.
+    previous call left in cache, and two threads share the passes. The chunks are 1-d views
+    (one chunk too: a 1-d walk costs NumPy less than a transposed one). Arrays whose layouts
+    differ, and CuPy arrays (one kernel each is best there), get one ``work(*arrays)``.
     """
     xp = backend.xp_of(arrays[0])
     chunk = backend.chunk_elements(xp)
-    if chunk is None or arrays[0].size <= chunk:    # one chunk: the arrays as they are
-        work(*arrays)
-        return
-    flats = flat_in_memory_order(arrays)
+    flats = None if chunk is None else flat_in_memory_order(arrays)
     if flats is None:
         work(*arrays)
         return
-
     bounds = even_cut(flats[0].size, chunk)
+    if len(bounds) == 2:                            # one chunk: no split to make
+        work(*flats)
+        return
 
     def chunks(part):
         for index in part:

@@ -329,6 +329,29 @@ def test_even_cut_makes_equal_pieces_no_bigger_than_asked_and_an_even_number_of_
     assert len(sizes) == (1 if needed <= 1 else min(total, needed + needed % 2))   # one more only to make it even
 
 
+@pytest.mark.parametrize("dtype, word", [(np.float32, np.uint32), (np.float64, np.uint64)])
+def test_relu_forward_against_read_only_zeros_gives_the_bits_of_maximum_with_a_scalar(dtype, word):
+    """maximum_with_zero takes its zeros from one read-only array (a 1-d chunk that fits) or from
+    ``out`` zeroed first (anything else): both must be max(x, 0) to the bit, NaN and -0.0 included."""
+    zeros = backend.read_only_zeros(np.dtype(dtype))
+    values = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 2.5, 1e-300], dtype=dtype)
+    for shape in [(1000,), (zeros.size,), (zeros.size + 5,), (10, 70)]:
+        array = np.resize(values, shape)
+        out = np.full(shape, 7, dtype=dtype)
+        assert backend.maximum_with_zero(array, out) is out
+        np.testing.assert_array_equal(out.view(word), np.maximum(array, dtype(0)).view(word), err_msg=str(shape))
+    assert not zeros.flags.writeable and not zeros.any()
+
+
+def test_one_chunk_of_elementwise_work_is_a_flat_view_in_memory_order():
+    batch_last = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)     # an NCHW-like view
+    seen = []
+    parallel.elementwise(lambda *chunks: seen.append(chunks), batch_last, batch_last)
+    (flat, _), = seen
+    assert flat.ndim == 1 and np.shares_memory(flat, batch_last)
+    np.testing.assert_array_equal(flat, np.arange(24.0))
+
+
 def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
     batch_last = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)
     flat, = parallel.flat_in_memory_order([batch_last])
