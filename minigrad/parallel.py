@@ -16,8 +16,8 @@ batch 32 runs fastest on one thread).
 BLAS is held to one thread inside the kernels that multiply, so that two levels of threads
 never fight over the cores: after a threaded call OpenBLAS's own workers spin for a while,
 holding the core that minigrad's next kernel wants. The limit is scoped to minigrad's kernels
-(and to autograd's backward walk as a whole, which runs only minigrad's kernels: one hold
-instead of one per kernel); the user's own NumPy calls keep their BLAS threads.
+(and to autograd's backward walk as a whole: one hold instead of one per kernel, lent back to
+the backward of an op defined outside minigrad); the user's own NumPy calls keep their BLAS threads.
 
 ``MINIGRAD_NUM_THREADS`` sets the number of threads (default: the cores this process may use;
 1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
@@ -61,7 +61,6 @@ _blas = None             # threadpoolctl's controllers of the loaded BLAS librar
 _limit_counter = None    # threadpoolctl's count of nested limits (one_blas_thread), found with _blas
 _lock = threading.Lock()
 _busy = threading.Lock()  # held while the workers run a split: one split at a time
-_hold = threading.local()  # this thread's one_blas_thread: how deep, and the setting it found
 
 
 class _Worker:
@@ -147,6 +146,16 @@ def _blas_libraries():
     return _blas
 
 
+class _HoldState(threading.local):
+    """This thread's ``one_blas_thread``: how deeply nested, and the setting the outermost found."""
+    depth = 0
+    changes = False     # whether the outermost hold changed the setting (it was not one thread already)
+    before = ()
+
+
+_hold = _HoldState()
+
+
 class one_blas_thread:
     """``with one_blas_thread():`` holds the BLAS libraries to one thread inside and gives the
     caller's setting back on the way out.
@@ -154,30 +163,33 @@ class one_blas_thread:
     What threadpoolctl's ``limit(limits=1)`` does, through the same per-library controllers
     (which know which thread may change OpenBLAS's process-wide setting) and the same count of
     nested limits (so that a user's enclosing ``threadpool_limits`` keeps that right), without
-    re-reading every library's description on each call: a LeNet step makes 13 holds, which
-    cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md). Unlike
+    re-reading every library's description on each call: a LeNet step made 13 holds, which
+    cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md); now it makes
+    six, five in forward and one for the whole backward. Unlike
     ``limit()`` it changes and counts nothing when every library already runs one thread, and
     leaves alone a library that does not say how many threads it runs.
 
     Holds nest: inside a hold of the same thread (autograd's backward holds BLAS once for its
     whole walk) a hold changes nothing, and only the outermost one gives the setting back.
-    ``callers_blas_threads`` lends the caller's setting back inside a hold.
+    ``callers_blas_threads`` lends the caller's setting back inside a hold. What the outermost
+    hold finds decides: a backward that starts while another thread holds OpenBLAS's
+    process-wide setting at one finds nothing to change and holds nothing for its walk.
     """
     __slots__ = ()
 
     def __enter__(self):
-        depth = getattr(_hold, "depth", 0)
-        _hold.depth = depth + 1
-        if depth:              # this thread holds BLAS already (a kernel inside the backward walk)
+        if _hold.depth:        # this thread holds BLAS already (a kernel inside the backward walk)
+            _hold.depth += 1
             return self
         libraries = _blas_libraries()
-        _hold.before = [library.get_num_threads() for library in libraries]
-        _hold.changes = any(threads != 1 for threads in _hold.before)   # else nothing to change
-        if _hold.changes:
+        before = [library.get_num_threads() for library in libraries]
+        changes = any(threads != 1 for threads in before)   # else nothing to change
+        if changes:
             for library in libraries:
                 library.set_num_threads(1)
             if _limit_counter is not None:
                 _limit_counter.increment()
+        _hold.before, _hold.changes, _hold.depth = before, changes, 1   # last: an error above leaves no hold
         return self
 
     def __exit__(self, *exception):
@@ -194,17 +206,22 @@ class one_blas_thread:
 @contextlib.contextmanager
 def callers_blas_threads():
     """Inside a hold, BLAS gets back the threads the caller had, for the ``with`` block only: a
-    big product that minigrad does not cut (``matmul``), or a user-defined op's backward."""
-    if not getattr(_hold, "depth", 0) or not _hold.changes:
+    big product that minigrad does not cut (``matmul``), or a user-defined op's backward. Inside,
+    this thread counts as holding nothing, so a minigrad kernel there holds BLAS again and gives
+    the lent setting back after."""
+    if not _hold.depth:
         yield
         return
-    libraries = _blas_libraries()
+    held = (_hold.depth, _hold.before, _hold.changes)
+    libraries = _blas_libraries() if _hold.changes else ()       # a hold that changed nothing lends nothing
     for library, threads in zip(libraries, _hold.before):
         if threads is not None:
             library.set_num_threads(threads)
+    _hold.depth, _hold.changes = 0, False
     try:
         yield
     finally:
+        _hold.depth, _hold.before, _hold.changes = held
         for library in libraries:
             library.set_num_threads(1)
 
@@ -327,20 +344,20 @@ def elementwise(work, *arrays):
     last is usually the output), chunk by chunk in memory order, the chunks shared by the threads.
 
     A pass of several NumPy calls (ReLU's backward makes three) then mostly reuses what the
-    previous call left in cache, and two threads share the passes. The chunks are 1-d views
-    (one chunk too: a 1-d walk costs NumPy less than a transposed one). Arrays whose layouts
-    differ, and CuPy arrays (one kernel each is best there), get one ``work(*arrays)``.
+    previous call left in cache, and two threads share the passes. Arrays whose layouts differ,
+    and CuPy arrays (one kernel each is best there), get one ``work(*arrays)``.
     """
     xp = backend.xp_of(arrays[0])
     chunk = backend.chunk_elements(xp)
-    flats = None if chunk is None else flat_in_memory_order(arrays)
+    if chunk is None or arrays[0].size <= chunk:    # one chunk: the arrays as they are
+        work(*arrays)
+        return
+    flats = flat_in_memory_order(arrays)
     if flats is None:
         work(*arrays)
         return
+
     bounds = even_cut(flats[0].size, chunk)
-    if len(bounds) == 2:                            # one chunk: no split to make
-        work(*flats)
-        return
 
     def chunks(part):
         for index in part:

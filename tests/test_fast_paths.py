@@ -329,29 +329,6 @@ def test_even_cut_makes_equal_pieces_no_bigger_than_asked_and_an_even_number_of_
     assert len(sizes) == (1 if needed <= 1 else min(total, needed + needed % 2))   # one more only to make it even
 
 
-@pytest.mark.parametrize("dtype, word", [(np.float32, np.uint32), (np.float64, np.uint64)])
-def test_relu_forward_against_read_only_zeros_gives_the_bits_of_maximum_with_a_scalar(dtype, word):
-    """maximum_with_zero takes its zeros from one read-only array (a 1-d chunk that fits) or from
-    ``out`` zeroed first (anything else): both must be max(x, 0) to the bit, NaN and -0.0 included."""
-    zeros = backend.read_only_zeros(np.dtype(dtype))
-    values = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, -1.5, 2.5, 1e-300], dtype=dtype)
-    for shape in [(1000,), (zeros.size,), (zeros.size + 5,), (10, 70)]:
-        array = np.resize(values, shape)
-        out = np.full(shape, 7, dtype=dtype)
-        assert backend.maximum_with_zero(array, out) is out
-        np.testing.assert_array_equal(out.view(word), np.maximum(array, dtype(0)).view(word), err_msg=str(shape))
-    assert not zeros.flags.writeable and not zeros.any()
-
-
-def test_one_chunk_of_elementwise_work_is_a_flat_view_in_memory_order():
-    batch_last = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)     # an NCHW-like view
-    seen = []
-    parallel.elementwise(lambda *chunks: seen.append(chunks), batch_last, batch_last)
-    (flat, _), = seen
-    assert flat.ndim == 1 and np.shares_memory(flat, batch_last)
-    np.testing.assert_array_equal(flat, np.arange(24.0))
-
-
 def test_elementwise_chunks_follow_memory_order_and_refuse_mixed_layouts():
     batch_last = np.arange(24.0).reshape(2, 3, 4).transpose(2, 0, 1)
     flat, = parallel.flat_in_memory_order([batch_last])
@@ -457,6 +434,55 @@ def test_an_op_defined_outside_minigrad_runs_its_backward_with_the_callers_blas_
         after = blas_threads()
     assert seen == [after] and after == [2] * len(after)
     np.testing.assert_array_equal(x.grad.numpy(), np.full((3, 4), 4.0))
+
+
+def test_minigrad_kernels_inside_a_user_ops_backward_hold_blas_and_give_the_lent_threads_back(monkeypatch):
+    """Inside the lent block the thread holds nothing: a small product holds BLAS again and gives
+    the user's threads back after, and a big uncut product keeps them."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 1000)
+    seen = []
+
+    class ProductsInBackward(mg.autograd.Function):
+        def forward(self, a):
+            return a.copy()
+
+        def backward(self, grad):
+            seen.append(("start", blas_threads()))
+            matmul = np.matmul
+            monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: seen.append(("in the small product",
+                                                                                   blas_threads())) or matmul(*args, **kwargs))
+            parallel.matmul(np.ones((2, 3)), np.ones((3, 2)))      # under 1000 multiply-adds: held
+            monkeypatch.setattr(np, "matmul", matmul)
+            seen.append(("after a small product", blas_threads()))
+            parallel.matmul(np.ones((3, 50)), np.ones((50, 400)))   # big, too few rows to cut: not held
+            seen.append(("after a big product", blas_threads()))
+            return grad
+    x = mg.tensor(np.ones((3, 4)), requires_grad=True)
+    with threadpool_limits(limits=2, user_api="blas"):
+        (ProductsInBackward.apply(x) @ mg.tensor(np.ones((4, 2)))).sum().backward()
+        after = blas_threads()
+    two = [2] * len(after)
+    assert seen == [("start", two), ("in the small product", [1] * len(after)), ("after a small product", two),
+                    ("after a big product", two)]
+    assert after == two
+
+
+def test_an_error_while_taking_a_blas_hold_leaves_no_hold_behind(monkeypatch):
+    from threadpoolctl import threadpool_limits
+
+    def failing():
+        raise KeyboardInterrupt
+    monkeypatch.setattr(parallel, "_blas_libraries", failing)
+    with pytest.raises(KeyboardInterrupt):
+        with parallel.one_blas_thread():
+            pass
+    monkeypatch.undo()
+    with threadpool_limits(limits=2, user_api="blas"):
+        with parallel.one_blas_thread():
+            inside = blas_threads()
+        after = blas_threads()
+    assert parallel._hold.depth == 0 and inside == [1] * len(after) and after == [2] * len(after)
 
 
 def test_with_per_thread_blas_limits_each_worker_holds_its_own(monkeypatch, two_threads_always):
