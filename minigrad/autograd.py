@@ -92,7 +92,7 @@ class Function:
         self.needs_input_grad = ()
         self.retained_output = None  # weak reference to the output when it called retain_grad()
         self.released = False        # True once backward ran and the saved arrays were freed
-        self.saved_versions = ()     # (counter, its value when saved, input position, array): see saved_versions
+        self.saved_versions = ()     # (counter, its value when saved, position, array): see saved_versions
 
     def save_for_backward(self, *arrays):
         self.saved = arrays

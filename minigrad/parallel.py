@@ -17,7 +17,10 @@ BLAS is held to one thread inside the kernels that multiply, so that two levels 
 never fight over the cores: after a threaded call OpenBLAS's own workers spin for a while,
 holding the core that minigrad's next kernel wants. The limit is scoped to minigrad's kernels
 (and to autograd's backward walk as a whole: one hold instead of one per kernel, lent back to
-the backward of an op defined outside minigrad); the user's own NumPy calls keep their BLAS threads.
+the backward of an op defined outside minigrad); the user's own NumPy calls on the calling
+thread keep their BLAS threads. Where the setting is process-wide (OpenBLAS's pthreads builds,
+NumPy's wheels), another thread's NumPy calls run on one BLAS thread while a kernel, or a
+backward walk, holds it.
 
 ``MINIGRAD_NUM_THREADS`` sets the number of threads (default: the cores this process may use;
 1 means no threads at all). Only which thread runs a block depends on it, never the blocks,
@@ -182,25 +185,37 @@ class one_blas_thread:
             _hold.depth += 1
             return self
         libraries = _blas_libraries()
-        before = [library.get_num_threads() for library in libraries]
-        changes = any(threads != 1 for threads in before)   # else nothing to change
+        before = [library.get_num_threads() for library in libraries]   # None: the library does not say
+        changes = any(threads is not None and threads != 1 for threads in before)   # else nothing to change
         if changes:
-            for library in libraries:
-                library.set_num_threads(1)
-            if _limit_counter is not None:
-                _limit_counter.increment()
-        _hold.before, _hold.changes, _hold.depth = before, changes, 1   # last: an error above leaves no hold
+            try:
+                _set_blas_threads(libraries, [None if threads is None else 1 for threads in before])
+                if _limit_counter is not None:
+                    _limit_counter.increment()
+            except BaseException:   # e.g. Ctrl-C halfway: the caller's setting back, and no hold
+                _set_blas_threads(libraries, before)
+                raise
+        _hold.before, _hold.changes, _hold.depth = before, changes, 1
         return self
 
     def __exit__(self, *exception):
-        _hold.depth -= 1
-        if _hold.depth or not _hold.changes:
+        if _hold.depth > 1:
+            _hold.depth -= 1
             return
-        for library, threads in zip(_blas_libraries(), _hold.before):
-            if threads is not None:                  # None: the library does not say
-                library.set_num_threads(threads)
-        if _limit_counter is not None:
-            _limit_counter.decrement()   # at zero, OpenBLAS's setting is free for any thread again
+        try:
+            if _hold.changes:
+                _set_blas_threads(_blas_libraries(), _hold.before)
+        finally:
+            _hold.depth = 0
+            if _hold.changes and _limit_counter is not None:
+                _limit_counter.decrement()   # at zero, OpenBLAS's setting is free for any thread again
+
+
+def _set_blas_threads(libraries, counts):
+    """Set each library's thread count; None leaves that library alone."""
+    for library, threads in zip(libraries, counts):
+        if threads is not None:
+            library.set_num_threads(threads)
 
 
 @contextlib.contextmanager
@@ -214,23 +229,22 @@ def callers_blas_threads():
         return
     held = (_hold.depth, _hold.before, _hold.changes)
     libraries = _blas_libraries() if _hold.changes else ()       # a hold that changed nothing lends nothing
-    for library, threads in zip(libraries, _hold.before):
-        if threads is not None:
-            library.set_num_threads(threads)
+    _set_blas_threads(libraries, _hold.before)
     _hold.depth, _hold.changes = 0, False
     try:
         yield
     finally:
         _hold.depth, _hold.before, _hold.changes = held
-        for library in libraries:
-            library.set_num_threads(1)
+        _set_blas_threads(libraries, [None if threads is None else 1 for threads in held[1]])
 
 
 @functools.cache
 def _blas_limits_are_per_thread():
-    """Whether a BLAS library here takes its thread limit per calling thread (OpenMP builds),
-    not for the whole process (pthreads builds, like NumPy's wheels)."""
-    return any(getattr(library, "threading_layer", None) == "openmp" for library in _blas_libraries())
+    """Whether a BLAS library here takes its thread limit per calling thread (OpenMP builds, and
+    MKL, which threadpoolctl limits with ``MKL_Set_Num_Threads_Local``), not for the whole
+    process (OpenBLAS's pthreads builds, like NumPy's wheels)."""
+    return any(getattr(library, "threading_layer", None) == "openmp" or getattr(library, "internal_api", None) == "mkl"
+               for library in _blas_libraries())
 
 
 def _holding_one_blas_thread(work):

@@ -453,9 +453,11 @@ def test_minigrad_kernels_inside_a_user_ops_backward_hold_blas_and_give_the_lent
             monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: seen.append(("in the small product",
                                                                                    blas_threads())) or matmul(*args, **kwargs))
             parallel.matmul(np.ones((2, 3)), np.ones((3, 2)))      # under 1000 multiply-adds: held
-            monkeypatch.setattr(np, "matmul", matmul)
             seen.append(("after a small product", blas_threads()))
+            monkeypatch.setattr(np, "matmul", lambda *args, **kwargs: seen.append(("in the big product",
+                                                                                   blas_threads())) or matmul(*args, **kwargs))
             parallel.matmul(np.ones((3, 50)), np.ones((50, 400)))   # big, too few rows to cut: not held
+            monkeypatch.setattr(np, "matmul", matmul)
             seen.append(("after a big product", blas_threads()))
             return grad
     x = mg.tensor(np.ones((3, 4)), requires_grad=True)
@@ -464,7 +466,7 @@ def test_minigrad_kernels_inside_a_user_ops_backward_hold_blas_and_give_the_lent
         after = blas_threads()
     two = [2] * len(after)
     assert seen == [("start", two), ("in the small product", [1] * len(after)), ("after a small product", two),
-                    ("after a big product", two)]
+                    ("in the big product", two), ("after a big product", two)]
     assert after == two
 
 
@@ -483,6 +485,111 @@ def test_an_error_while_taking_a_blas_hold_leaves_no_hold_behind(monkeypatch):
             inside = blas_threads()
         after = blas_threads()
     assert parallel._hold.depth == 0 and inside == [1] * len(after) and after == [2] * len(after)
+
+
+def blas_threads_another_thread_sets_to_one():
+    """What another thread sees inside its own ``threadpool_limits(1)``: [1, ...] unless some
+    thread still controls OpenBLAS's process-wide setting (then the limit silently does nothing)."""
+    from threadpoolctl import threadpool_limits
+    seen = []
+
+    def other_thread():
+        with threadpool_limits(limits=1, user_api="blas"):
+            seen.append(blas_threads())
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    return seen[0]
+
+
+def test_an_interrupt_halfway_through_taking_a_hold_gives_the_setting_back(monkeypatch):
+    """Ctrl-C after a library was already set to one thread: the caller's setting comes back,
+    no hold is left, and threadpoolctl's count lets another thread limit BLAS afterwards."""
+    from threadpoolctl import threadpool_limits
+    library = parallel._blas_libraries()[0]
+    set_threads = library.set_num_threads
+
+    def set_then_interrupt(threads):
+        set_threads(threads)
+        if threads == 1:
+            raise KeyboardInterrupt
+    with threadpool_limits(limits=2, user_api="blas"):
+        monkeypatch.setattr(library, "set_num_threads", set_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            with parallel.one_blas_thread():
+                pass
+        monkeypatch.undo()
+        after = blas_threads()
+    assert after == [2] * len(after) and parallel._hold.depth == 0
+    assert blas_threads_another_thread_sets_to_one() == [1] * len(after), "no control of OpenBLAS kept"
+
+
+def test_an_interrupt_while_giving_the_setting_back_leaves_no_hold(monkeypatch):
+    from threadpoolctl import threadpool_limits
+    library = parallel._blas_libraries()[0]
+    set_threads = library.set_num_threads
+
+    def interrupt_the_restore(threads):
+        if threads != 1:
+            raise KeyboardInterrupt
+        set_threads(threads)
+    with threadpool_limits(limits=2, user_api="blas"):
+        with pytest.raises(KeyboardInterrupt):
+            with parallel.one_blas_thread():
+                monkeypatch.setattr(library, "set_num_threads", interrupt_the_restore)
+        monkeypatch.undo()
+        assert parallel._hold.depth == 0
+        with parallel.one_blas_thread():
+            inside = blas_threads()
+    assert inside == [1] * len(inside), "a new hold works"
+    assert blas_threads_another_thread_sets_to_one() == [1] * len(inside), "no control of OpenBLAS kept"
+
+
+class SilentLibrary:
+    """A BLAS controller that does not say how many threads it runs (its getter returns None)."""
+    threading_layer, internal_api, filepath = "pthreads", "silent", None
+
+    def __init__(self):
+        self.set_calls = []
+
+    def get_num_threads(self):
+        return None
+
+    def set_num_threads(self, threads):
+        self.set_calls.append(threads)
+
+
+def test_a_library_that_does_not_say_its_threads_is_left_alone(monkeypatch):
+    from threadpoolctl import threadpool_limits
+    silent = SilentLibrary()
+    monkeypatch.setattr(parallel, "_blas", [*parallel._blas_libraries(), silent])
+    with threadpool_limits(limits=2, user_api="blas"):
+        with parallel.one_blas_thread():
+            inside = blas_threads()
+            with parallel.callers_blas_threads():
+                pass
+        after = blas_threads()
+    with threadpool_limits(limits=1, user_api="blas"):
+        with parallel.one_blas_thread():
+            pass
+    assert silent.set_calls == []
+    assert inside == [1] * len(inside) and after == [2] * len(after)
+
+
+def test_mkl_limits_count_as_per_thread(monkeypatch):
+    """threadpoolctl limits MKL with MKL_Set_Num_Threads_Local: the workers must hold their own."""
+    mkl = SilentLibrary()
+    mkl.threading_layer, mkl.internal_api = "intel", "mkl"
+    parallel._blas_limits_are_per_thread.cache_clear()
+    try:
+        monkeypatch.setattr(parallel, "_blas", [mkl])
+        assert parallel._blas_limits_are_per_thread()
+        parallel._blas_limits_are_per_thread.cache_clear()
+        monkeypatch.setattr(parallel, "_blas", [SilentLibrary()])
+        assert not parallel._blas_limits_are_per_thread()
+    finally:
+        monkeypatch.undo()
+        parallel._blas_limits_are_per_thread.cache_clear()
 
 
 def test_with_per_thread_blas_limits_each_worker_holds_its_own(monkeypatch, two_threads_always):
