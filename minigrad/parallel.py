@@ -168,9 +168,9 @@ class one_blas_thread:
     nested limits (so that a user's enclosing ``threadpool_limits`` keeps that right), without
     re-reading every library's description on each call: a LeNet step made 13 holds, which
     cost 0.74 ms of a 12.4 ms step at batch 32 through ``limit()`` (RESULTS.md); now it makes
-    six, five in forward and one for the whole backward. Unlike
-    ``limit()`` it changes and counts nothing when every library already runs one thread, and
-    leaves alone a library that does not say how many threads it runs.
+    six, five in forward and one for the whole backward. Unlike ``limit()`` it changes and
+    counts nothing when every library already runs one thread, and leaves alone a library that
+    does not say how many threads it runs.
 
     Holds nest: inside a hold of the same thread (autograd's backward holds BLAS once for its
     whole walk) a hold changes nothing, and only the outermost one gives the setting back.
