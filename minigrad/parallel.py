@@ -189,7 +189,7 @@ class one_blas_thread:
         changes = any(threads is not None and threads != 1 for threads in before)   # else nothing to change
         if changes:
             try:
-                _set_blas_threads(libraries, [None if threads is None else 1 for threads in before])
+                _set_blas_threads(libraries, _one_each(before))
                 if _limit_counter is not None:
                     _limit_counter.increment()
             except BaseException:   # e.g. Ctrl-C halfway: the caller's setting back, and no hold
@@ -218,6 +218,11 @@ def _set_blas_threads(libraries, counts):
             library.set_num_threads(threads)
 
 
+def _one_each(counts):
+    """One thread for each library that says how many it runs (None stays None: left alone)."""
+    return [None if threads is None else 1 for threads in counts]
+
+
 @contextlib.contextmanager
 def callers_blas_threads():
     """Inside a hold, BLAS gets back the threads the caller had, for the ``with`` block only: a
@@ -230,12 +235,12 @@ def callers_blas_threads():
     held = (_hold.depth, _hold.before, _hold.changes)
     libraries = _blas_libraries() if _hold.changes else ()       # a hold that changed nothing lends nothing
     _set_blas_threads(libraries, _hold.before)
-    _hold.depth, _hold.changes = 0, False
+    _hold.depth = 0          # the next hold here is an outermost one again (and sets before/changes)
     try:
         yield
     finally:
         _hold.depth, _hold.before, _hold.changes = held
-        _set_blas_threads(libraries, [None if threads is None else 1 for threads in held[1]])
+        _set_blas_threads(libraries, _one_each(held[1]))
 
 
 @functools.cache
