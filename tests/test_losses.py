@@ -75,6 +75,38 @@ def test_cross_entropy_normalizer_counts_weights_of_counted_targets():
     assert F.cross_entropy_normalizer(target, weight) == 0.5 + 2.0 + 2.0
 
 
+@pytest.mark.parametrize("dtype", [np.int32, np.int16, np.uint8])
+def test_cross_entropy_of_narrow_integer_targets_with_ignored_ones_matches_torch(device, dtype):
+    # Ignored targets stand in as the dtype's extremes when the class range is taken: int64's
+    # extremes wrapped around to -1 in int32 and refused a valid batch ("got -1").
+    ignore_index = 255 if dtype == np.uint8 else -1
+    case = dict(logits=np.random.default_rng(0).standard_normal((4, 3)),
+                target=np.array([0, ignore_index, 2, 1]).astype(dtype), weight=None, ignore_index=ignore_index,
+                reduction="mean", label_smoothing=0.0)
+    mg_fn, torch_fn = cross_entropy_pair(case)
+    check_against_torch(mg_fn, lambda logits, target: torch_fn(logits, target.long()), case["logits"],
+                        case["target"], device=device)
+
+
+@given(classes=st.lists(st.integers(-3, 6), min_size=1, max_size=12), ignore_index=st.sampled_from([-100, -1, 2]),
+       dtype=st.sampled_from([np.int64, np.int32, np.uint8]), weighted=st.booleans())
+def test_target_summary_of_host_targets_equals_the_one_copy_summary(classes, ignore_index, dtype, weighted):
+    # The host shortcut (nothing ignored, no class weights) against the general one-copy path,
+    # and both against Python's own count, min and max of the counted classes.
+    from minigrad.ops.loss import summarize_in_one_copy
+    target = np.array(classes).astype(dtype)
+    ignore_index = int(np.array(ignore_index).astype(dtype))           # as the targets' dtype sees it
+    weight = np.linspace(0.5, 2.0, 7) if weighted else None
+    summary = F.summarize_targets(target, weight, ignore_index)
+    assert summary == summarize_in_one_copy(target, weight, ignore_index)
+    counted = [int(c) for c in target if c != ignore_index]
+    assert summary.count == len(counted)
+    if counted:
+        assert (summary.smallest, summary.largest) == (min(counted), max(counted))
+    if not weighted:
+        assert summary.normalizer == float(len(counted))
+
+
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @allow_device_fixture
 @given(data=st.data())

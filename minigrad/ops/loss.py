@@ -46,20 +46,30 @@ def summarize_targets(target, weight=None, ignore_index=-100):
     """The targets' normaliser and class range, read back from the device in ONE copy.
 
     Targets equal to ``ignore_index`` count 0; with class weights each target counts w[target].
-    (The classes travel as float64: exact for any class index below 2**53.)
+    Host (NumPy) targets have no copy to save: when none is ignored and there are no class
+    weights (a usual training batch) each counts 1, and a compare and two reductions say
+    everything (``summarize_in_one_copy`` makes about ten calls, 125 us of a LeNet step at batch 32).
     """
     target = target.array if isinstance(target, Tensor) else target  # also a bare array
     weight = weight.array if isinstance(weight, Tensor) else weight
-    xp = backend.xp_of(target)
     if target.size == 0:
         return TargetSummary(0.0, 0, 0, 0)
+    if weight is None and backend.xp_of(target) is backend.np and (target != ignore_index).all():
+        return TargetSummary(float(target.size), target.size, int(target.min()), int(target.max()))
+    return summarize_in_one_copy(target, weight, ignore_index)
+
+
+def summarize_in_one_copy(target, weight, ignore_index):
+    """``summarize_targets`` of a non-empty target array, its four numbers read back in one copy.
+    (The classes travel as float64: exact for any class index below 2**53.)"""
+    xp = backend.xp_of(target)
     counted = target != ignore_index
     if weight is None:
         sample_weights = counted.astype(backend.float64)
     else:  # an out-of-range class looks up class 0 here; the range check refuses it afterwards
         lookup = xp.where(counted & (target >= 0) & (target < weight.shape[0]), target, 0)
         sample_weights = weight[lookup] * counted
-    limits = xp.iinfo(backend.int64)
+    limits = xp.iinfo(target.dtype)   # the targets' own: int64's limits wrap around in int32 (-1)
     facts = xp.stack([sample_weights.sum().astype(backend.float64), counted.sum().astype(backend.float64),
                       xp.where(counted, target, limits.max).min().astype(backend.float64),
                       xp.where(counted, target, limits.min).max().astype(backend.float64)])
