@@ -369,8 +369,10 @@ class AccuracyCounter:
             self.correct = xp.zeros(self.num_classes, dtype=backend.int64)
             self.total = xp.zeros(self.num_classes, dtype=backend.int64)
         predicted, targets = outputs.array.argmax(axis=1), targets.array
-        # (N, classes): sample i's target class, if counted (ignore_index matches no class)
+        # (N, classes): sample i's target class, if counted
         is_target_class = targets[:, None] == xp.arange(self.num_classes)
+        if self.ignore_index is not None and 0 <= self.ignore_index < self.num_classes:
+            is_target_class[:, self.ignore_index] = False   # an ignore_index that is a class's number
         self.total += is_target_class.sum(axis=0)
         self.correct += (is_target_class & (predicted == targets)[:, None]).sum(axis=0)
 

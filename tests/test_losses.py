@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import minigrad as mg
+import minigrad.nn as nn
 import minigrad.nn.functional as F
 
 from strategies import allow_device_fixture, cross_entropy_cases, float64_arrays, small_shapes
@@ -88,23 +89,36 @@ def test_cross_entropy_of_narrow_integer_targets_with_ignored_ones_matches_torch
                         case["target"], device=device)
 
 
-@given(classes=st.lists(st.integers(-3, 6), min_size=1, max_size=12), ignore_index=st.sampled_from([-100, -1, 2]),
-       dtype=st.sampled_from([np.int64, np.int32, np.uint8]), weighted=st.booleans())
-def test_target_summary_of_host_targets_equals_the_one_copy_summary(classes, ignore_index, dtype, weighted):
-    # The host shortcut (nothing ignored, no class weights) against the general one-copy path,
-    # and both against Python's own count, min and max of the counted classes.
+@given(data=st.data(), ignore_index=st.sampled_from([-100, -1, 0, 2, 255]),
+       dtype=st.sampled_from([np.int64, np.int32, np.int16, np.uint8, np.uint64]), weighted=st.booleans())
+def test_target_summary_of_host_targets_equals_the_one_copy_summary(data, ignore_index, dtype, weighted):
+    # The host shortcut (nothing ignored, no class weights) against the general one-copy path, and
+    # both against Python's own count, min and max of the counted classes; ignore_index as given,
+    # also outside the dtype's range (-100 with uint8 targets: nothing is ignored).
     from minigrad.ops.loss import summarize_in_one_copy
+    lowest = 0 if np.dtype(dtype).kind == "u" else -3
+    ignored = [ignore_index] if ignore_index >= lowest else []          # a target may equal ignore_index
+    classes = data.draw(st.lists(st.sampled_from(ignored) | st.integers(lowest, 6) if ignored else st.integers(lowest, 6),
+                                 min_size=1, max_size=12), label="classes")
     target = np.array(classes).astype(dtype)
-    ignore_index = int(np.array(ignore_index).astype(dtype))           # as the targets' dtype sees it
     weight = np.linspace(0.5, 2.0, 7) if weighted else None
     summary = F.summarize_targets(target, weight, ignore_index)
     assert summary == summarize_in_one_copy(target, weight, ignore_index)
-    counted = [int(c) for c in target if c != ignore_index]
+    counted = [c for c in classes if c != ignore_index]
     assert summary.count == len(counted)
     if counted:
         assert (summary.smallest, summary.largest) == (min(counted), max(counted))
     if not weighted:
         assert summary.normalizer == float(len(counted))
+
+
+@pytest.mark.parametrize("targets", [[0.0, 1.0], [0.0, -100.0], [True, False]])
+def test_target_summary_refuses_targets_that_are_not_integers_naming_the_dtype(device, targets):
+    # train.summarize_batch asks for the summary before the loss checks its targets.
+    from minigrad import train
+    target = mg.tensor(np.array(targets), device=device)
+    with pytest.raises(TypeError, match=f"target must hold integer class indices, got dtype {np.array(targets).dtype}"):
+        train.summarize_batch(nn.CrossEntropyLoss(), target)
 
 
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])

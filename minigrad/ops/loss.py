@@ -52,6 +52,8 @@ def summarize_targets(target, weight=None, ignore_index=-100):
     """
     target = target.array if isinstance(target, Tensor) else target  # also a bare array
     weight = weight.array if isinstance(weight, Tensor) else weight
+    if target.dtype.kind not in "iu":  # asked before the loss's own checks (train.summarize_batch)
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     if target.size == 0:
         return TargetSummary(0.0, 0, 0, 0)
     if weight is None and backend.xp_of(target) is backend.np and (target != ignore_index).all():
@@ -69,10 +71,13 @@ def summarize_in_one_copy(target, weight, ignore_index):
     else:  # an out-of-range class looks up class 0 here; the range check refuses it afterwards
         lookup = xp.where(counted & (target >= 0) & (target < weight.shape[0]), target, 0)
         sample_weights = weight[lookup] * counted
-    limits = xp.iinfo(target.dtype)   # the targets' own: int64's limits wrap around in int32 (-1)
+    # Ignored targets stand in as the targets' own dtype's extremes (int64's wrap around to -1 in
+    # int32), as typed scalars (CuPy takes no Python int above 2^63 - 1, uint64's maximum).
+    limits = xp.iinfo(target.dtype)
+    highest, lowest = target.dtype.type(limits.max), target.dtype.type(limits.min)
     facts = xp.stack([sample_weights.sum().astype(backend.float64), counted.sum().astype(backend.float64),
-                      xp.where(counted, target, limits.max).min().astype(backend.float64),
-                      xp.where(counted, target, limits.min).max().astype(backend.float64)])
+                      xp.where(counted, target, highest).min().astype(backend.float64),
+                      xp.where(counted, target, lowest).max().astype(backend.float64)])
     normalizer, count, smallest, largest = backend.to_host(facts).tolist()
     return TargetSummary(normalizer, int(count), int(smallest), int(largest))
 
