@@ -54,11 +54,27 @@ def from_python_data(data, dtype=None):
     """
     array = np.asarray(data)
     backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
+    from_python = not isinstance(data, (np.ndarray, np.generic))
     if dtype is not None:
+        if from_python:
+            check_integers_fit(array, dtype)
         return array.astype(dtype, copy=False)
-    if isinstance(data, (np.ndarray, np.generic)):
+    if not from_python:
         return array
+    check_integers_fit(array, backend.int64)  # Python ints become int64
     return as_pytorch_default(array)
+
+
+def check_integers_fit(array, dtype):
+    """Python integers that an integer ``dtype`` cannot hold are refused, as PyTorch does: NumPy's
+    cast would wrap them around (300 becomes 44 in uint8, 2**63 becomes -2**63 in int64)."""
+    dtype = np.dtype(dtype)
+    if array.dtype.kind not in "iu" or dtype.kind not in "iu" or not array.size:
+        return
+    limits, low, high = np.iinfo(dtype), int(array.min()), int(array.max())
+    if low < limits.min or high > limits.max:
+        raise ValueError(f"tensor: {low if low < limits.min else high} does not fit dtype {dtype} "
+                         f"[{limits.min}, {limits.max}]")
 
 
 def as_pytorch_default(array):

@@ -15,6 +15,10 @@ Silent wrong results
 - test_max_gradient_goes_to_the_nan_as_torch
 - test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradients
 - test_module_load_state_dict_changes_nothing_when_any_entry_is_bad
+- test_ops_that_need_floats_refuse_integer_inputs_naming_the_dtype_as_torch
+- test_class_losses_refuse_a_weight_of_another_dtype_as_torch
+- test_pad_refuses_a_value_its_integer_dtype_cannot_hold_as_torch
+- test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch
 
 Training runs that lose work
 - test_a_run_diverging_in_its_last_step_keeps_the_last_good_checkpoint
@@ -239,6 +243,67 @@ def test_module_load_state_dict_changes_nothing_when_any_entry_is_bad(bad_bias):
 def test_module_load_state_dict_given_a_list_names_the_type():
     with pytest.raises(TypeError, match=r"parameter 'weight': expected a Tensor or an array, got list"):
         nn.Linear(3, 2).load_state_dict({"weight": [[0.0] * 3] * 2, "bias": np.zeros(2)})
+
+
+# ----------------------------------------------------------------------------- dtypes
+INTEGER_INPUT_CASES = {   # op: (minigrad call, the same call in PyTorch), on an integer input
+    "avg_pool2d": (lambda x: mg.nn.functional.avg_pool2d(x, 2), lambda x: torch.nn.functional.avg_pool2d(x, 2)),
+    "dropout": (lambda x: mg.nn.functional.dropout(x, 0.5), lambda x: torch.nn.functional.dropout(x, 0.5)),
+    "softmax": (lambda x: mg.softmax(x, 1), lambda x: torch.softmax(x, 1)),
+    "log_softmax": (lambda x: mg.log_softmax(x, 1), lambda x: torch.log_softmax(x, 1)),
+    "cross_entropy": (lambda x: mg.nn.functional.cross_entropy(x[:, :, 0, 0], mg.tensor([0, 1])),
+                      lambda x: torch.nn.functional.cross_entropy(x[:, :, 0, 0], torch.tensor([0, 1]))),
+}
+
+
+@pytest.mark.parametrize("op", sorted(INTEGER_INPUT_CASES))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int64])
+def test_ops_that_need_floats_refuse_integer_inputs_naming_the_dtype_as_torch(op, dtype):
+    # avg_pool2d summed four 200s in uint8 (800 wraps to 32: a mean of 8.0), dropout scaled by
+    # int(1/(1-p)) = 0 (inf and nan), softmax and the loss gave float64.
+    mg_call, torch_call = INTEGER_INPUT_CASES[op]
+    values = np.full((2, 3, 2, 2), 200, dtype=dtype)
+    if (op, dtype) == ("avg_pool2d", np.int64):   # PyTorch averages int64 into int64, truncating
+        assert torch_call(torch.tensor(values)).dtype == torch.int64
+    else:
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            torch_call(torch.tensor(values))
+    with pytest.raises(TypeError, match=f"{op}: input must be floating point, got dtype {np.dtype(dtype)}"):
+        mg_call(mg.tensor(values))
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+def test_class_losses_refuse_a_weight_of_another_dtype_as_torch(loss):
+    # A float64 weight was cast to the float32 input's dtype without a word.
+    logits, target, weight = np.zeros((2, 3), np.float32), np.array([0, 1]), np.ones(3)
+    with pytest.raises(RuntimeError, match="expected scalar type Float but found Double"):
+        getattr(torch.nn.functional, loss)(torch.tensor(logits), torch.tensor(target), weight=torch.tensor(weight))
+    with pytest.raises(TypeError, match=f"{loss}: weight: expected the input's dtype float32, got float64"):
+        getattr(mg.nn.functional, loss)(mg.tensor(logits), mg.tensor(target), weight=mg.tensor(weight))
+
+
+@pytest.mark.parametrize("dtype, value, limits", [(np.uint8, -1, "0, 255"), (np.uint8, 256, "0, 255"),
+                                                  (np.int32, 1e20, "-2147483648, 2147483647")])
+def test_pad_refuses_a_value_its_integer_dtype_cannot_hold_as_torch(dtype, value, limits):
+    # -1 padded a uint8 tensor with 255; 1e20 in int32 was NumPy's OverflowError about a C long.
+    with pytest.raises(RuntimeError, match="without overflow"):
+        torch.nn.functional.pad(torch.zeros(2, dtype=torch.from_numpy(np.zeros(1, dtype)).dtype), (1, 1), value=value)
+    with pytest.raises(ValueError, match=re.escape(f"value: expected a number in [{limits}] to pad a")):
+        mg.pad(mg.tensor(np.zeros(2, dtype)), ((1, 1),), value=value)
+    low, high = np.iinfo(dtype).min, np.iinfo(dtype).max                  # the dtype's own limits still pad
+    assert mg.pad(mg.tensor(np.zeros(1, dtype)), ((1, 1),), value=low).numpy().tolist() == [low, 0, low]
+    assert mg.pad(mg.tensor(np.zeros(1, dtype)), ((1, 1),), value=high).numpy().tolist() == [high, 0, high]
+
+
+@pytest.mark.parametrize("data, dtype, bad", [([2**63], None, 2**63), ([0, 300], "uint8", 300),
+                                              ([-129, 0], "int8", -129)])
+def test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch(data, dtype, bad):
+    # [2**63] became -2**63 in int64, [0, 300] became [0, 44] in uint8.
+    with pytest.raises((RuntimeError, ValueError), match="overflow|Overflow"):
+        torch.tensor(data, dtype=None if dtype is None else getattr(torch, dtype))
+    with pytest.raises(ValueError, match=rf"tensor: {bad} does not fit dtype {dtype or 'int64'}"):
+        mg.tensor(data, dtype=dtype)
+    assert mg.tensor([2**63 - 1]).numpy().tolist() == [2**63 - 1]      # the largest int64 still fits
 
 
 # ----------------------------------------------------------------------------- vague errors

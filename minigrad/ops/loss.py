@@ -176,6 +176,8 @@ def check_class_target_arguments(name, logits, target, weight, ignore_index, red
     if logits.ndim != 2:
         raise ValueError(f"{name}: input must be 2-d (N, C), got shape {logits.shape}; minigrad has no "
                          f"(N, C, d1, ...) form: move the class axis last and reshape to (-1, C)")
+    if logits.dtype.kind != "f":
+        raise TypeError(f"{name}: input must be floating point, got dtype {logits.dtype}")
     if target.dtype.kind not in "iu":
         raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != logits.shape[:1]:
@@ -186,6 +188,8 @@ def check_class_target_arguments(name, logits, target, weight, ignore_index, red
     num_classes = logits.shape[1]
     if weight is not None and weight.shape != (num_classes,):
         raise ValueError(f"{name}: weight must have shape ({num_classes},), got {weight.shape}")
+    if weight is not None and weight.dtype != logits.dtype:  # it was cast to the input's dtype silently
+        raise TypeError(f"{name}: weight: expected the input's dtype {logits.dtype}, got {weight.dtype}")
 
 
 def mse_loss(input, target, reduction="mean"):

@@ -296,4 +296,6 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
               [0.2500, 0.2500, 0.2500, 0.2500]]]])
     """
     kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
+    if x.dtype.kind != "f":  # an integer window sum wraps around (4 x 200 in uint8 is 32)
+        raise TypeError(f"avg_pool2d: input must be floating point, got dtype {x.dtype}")
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)

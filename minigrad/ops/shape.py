@@ -255,4 +255,8 @@ def pad(a, pad_width, value=0.0):
         raise TypeError(f"value: expected a real number, got {value!r}")
     if a.dtype.kind != "f" and value != int(value):  # NumPy would silently truncate it
         raise ValueError(f"value: expected a whole number to pad a {a.dtype} tensor, got {value!r}")
+    if a.dtype.kind in "iu":  # NumPy would wrap it around (-1 pads uint8 with 255)
+        low, high = int(backend.np.iinfo(a.dtype).min), int(backend.np.iinfo(a.dtype).max)
+        if not low <= value <= high:
+            raise ValueError(f"value: expected a number in [{low}, {high}] to pad a {a.dtype} tensor, got {value!r}")
     return Pad.apply(a, pad_width=pad_width, value=value)
