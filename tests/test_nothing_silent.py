@@ -19,6 +19,7 @@ Silent wrong results
 - test_class_losses_refuse_a_weight_of_another_dtype_as_torch
 - test_pad_refuses_a_value_its_integer_dtype_cannot_hold_as_torch
 - test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch
+- test_results_take_pytorchs_dtype_where_numpy_would_widen_to_float64
 
 Training runs that lose work
 - test_a_run_diverging_in_its_last_step_keeps_the_last_good_checkpoint
@@ -304,6 +305,33 @@ def test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch(data, dt
     with pytest.raises(ValueError, match=rf"tensor: {bad} does not fit dtype {dtype or 'int64'}"):
         mg.tensor(data, dtype=dtype)
     assert mg.tensor([2**63 - 1]).numpy().tolist() == [2**63 - 1]      # the largest int64 still fits
+
+
+PROMOTION_CASES = {   # case: a function of (module of functions, tensor maker) run by both frameworks
+    "where(int64, 0.5)": lambda F, T: F["where"](T([True, False]), T([1, 2]), 0.5),
+    "where(float32, int64)": lambda F, T: F["where"](T([True, False]), T([1.5, 2.5]), T([1, 2])),
+    "clip(int64, 0.5, 2.5)": lambda F, T: F["clip"](T([1, 2, 3]), 0.5, 2.5),
+    "clip(float32, float64 scalars)": lambda F, T: F["clip"](T([0.2, 0.7, 3.0]), np.float64(0), np.float64(1)),
+    "bce_with_logits(float32, int64 weight)": lambda F, T: F["bce_logits"](T([0.5, -1.0]), T([0.0, 1.0]),
+                                                                            weight=T([1, 2])),
+    "bce_with_logits(float32, float64 pos_weight)": lambda F, T: F["bce_logits"](
+        T([0.5, -1.0]), T([0.0, 1.0]), pos_weight=T(np.array([2.0, 3.0]))),
+    "bce(float32, float64 weight)": lambda F, T: F["bce"](T([0.3, 0.6]), T([0.0, 1.0]), weight=T(np.ones(2))),
+}
+MG_FUNCTIONS = {"where": mg.where, "clip": mg.clip, "bce": mg.nn.functional.binary_cross_entropy,
+                "bce_logits": mg.nn.functional.binary_cross_entropy_with_logits}
+TORCH_FUNCTIONS = {"where": torch.where, "clip": torch.clamp, "bce": torch.nn.functional.binary_cross_entropy,
+                   "bce_logits": torch.nn.functional.binary_cross_entropy_with_logits}
+
+
+@pytest.mark.parametrize("case", sorted(PROMOTION_CASES))
+def test_results_take_pytorchs_dtype_where_numpy_would_widen_to_float64(case):
+    # NumPy's where, clip and products gave float64 here (an int64 array beside a float32 one, or
+    # a NumPy float64 scalar under NumPy 2's rules); PyTorch keeps float32.
+    expected = PROMOTION_CASES[case](TORCH_FUNCTIONS, torch.tensor)
+    result = PROMOTION_CASES[case](MG_FUNCTIONS, mg.tensor)
+    assert str(result.dtype) == str(expected.dtype).removeprefix("torch.") == "float32"
+    np.testing.assert_allclose(result.numpy(), expected.numpy(), rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- vague errors

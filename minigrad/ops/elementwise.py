@@ -437,6 +437,7 @@ def where(condition, a, b):
         a = b._operand(a)
     if not isinstance(b, Tensor):
         b = a._operand(b)
+    a, b = promote(a, b)   # int64 beside float32 is float32 (NumPy's where: float64)
     return Where.apply(condition, a, b)
 
 
@@ -470,7 +471,14 @@ def clip(a, low=None, high=None):
     """
     if low is None and high is None:
         raise ValueError("clip: expected at least one of min/max, got neither")
-    return Clip.apply(a, low=low, high=high)
+    # Bounds are numbers beside the tensor (``dtypes.scalar_dtype``): an integer tensor clipped to
+    # 0.5 is float32, and a NumPy float64 bound does not make float32 values float64 (NumPy 2 would).
+    low, high = (bound.item() if isinstance(bound, backend.np.generic) else bound for bound in (low, high))
+    dtype = a.dtype
+    for bound in (low, high):
+        if bound is not None:
+            dtype = dtypes.scalar_dtype(dtype, bound)
+    return Clip.apply(a if dtype == a.dtype else cast(a, dtype), low=low, high=high)
 
 
 # ----------------------------------------------------------------------------- dtype and device moves

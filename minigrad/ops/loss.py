@@ -378,7 +378,7 @@ def loss_weight(name, argument, value, input):
     check_is_tensor(value, argument)
     if not broadcasts_to(value.shape, input.shape):
         raise ValueError(f"{name}: {argument} must broadcast to the input's shape {input.shape}, got {value.shape}")
-    return value
+    return value if value.dtype == input.dtype else value.to(input.dtype)   # PyTorch's loss keeps the input's dtype
 
 
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
