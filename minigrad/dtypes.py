@@ -52,9 +52,13 @@ def from_python_data(data, dtype=None):
     Arrays keep their dtype; Python floats become float32 and Python ints int64 (NumPy: float64,
     and the platform's int), unless ``dtype`` says otherwise.
     """
-    array = np.asarray(data)
-    backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
     from_python = not isinstance(data, (np.ndarray, np.generic))
+    array = np.asarray(data)
+    if from_python and (array.dtype == object or (array.dtype.kind == "f" and array.size
+                                                  and float(np.abs(array).max()) >= 2.0 ** 63)):
+        # Python ints beyond int64 are held as objects, or as float64 beside small ones
+        check_python_ints_fit(np.asarray(data, dtype=object).ravel(), backend.int64 if dtype is None else dtype)
+    backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
     if dtype is not None:
         if from_python:
             check_integers_fit(array, dtype)
@@ -71,10 +75,24 @@ def check_integers_fit(array, dtype):
     dtype = np.dtype(dtype)
     if array.dtype.kind not in "iu" or dtype.kind not in "iu" or not array.size:
         return
-    limits, low, high = np.iinfo(dtype), int(array.min()), int(array.max())
+    refuse_integers_outside(dtype, int(array.min()), int(array.max()))
+
+
+def check_python_ints_fit(values, dtype):
+    """``check_integers_fit`` for data NumPy could not hold as integers: when every value is a
+    Python int (no float among them, which would make the data floats), they must fit ``dtype``
+    (int64 by default)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu" and values.size and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
+                                                  for v in values):
+        refuse_integers_outside(dtype, min(values), max(values))
+
+
+def refuse_integers_outside(dtype, low, high):
+    limits = np.iinfo(dtype)
     if low < limits.min or high > limits.max:
-        raise ValueError(f"tensor: {low if low < limits.min else high} does not fit dtype {dtype} "
-                         f"[{limits.min}, {limits.max}]")
+        raise ValueError(f"data: expected integers in [{limits.min}, {limits.max}] for dtype {dtype}, "
+                         f"got {low if low < limits.min else high}")
 
 
 def as_pytorch_default(array):
@@ -97,7 +115,9 @@ def scalar_dtype(tensor_dtype, scalar):
     The tensor's own dtype, so ``x32 * 0.5`` stays float32; but a fractional number next to an
     integer or bool tensor is float32, and an int next to a bool tensor is int64.
     """
-    if tensor_dtype.kind != "f" and not isinstance(scalar, numbers.Integral):  # np.float32 too
+    # a NumPy or CuPy 0-d array counts by its dtype's kind (np.float32 scalars are not Integral)
+    integral = scalar.dtype.kind in "biu" if hasattr(scalar, "dtype") else isinstance(scalar, numbers.Integral)
+    if tensor_dtype.kind != "f" and not integral:
         return backend.float32
     if tensor_dtype == bool and not isinstance(scalar, (bool, np.bool_)):  # bool + 2 -> int64
         return backend.int64

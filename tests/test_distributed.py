@@ -19,8 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import minigrad as mg
-from minigrad import distributed, random, train
-from minigrad.data import DataLoader, TensorDataset
+from minigrad import distributed, random
 from distributed_cases import NUM_CLASSES, evaluation_setup, gradient_cases, setup
 from test_datasets import write_mnist_files
 

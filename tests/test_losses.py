@@ -110,6 +110,8 @@ def test_target_summary_of_host_targets_equals_the_one_copy_summary(data, ignore
         assert (summary.smallest, summary.largest) == (min(counted), max(counted))
     if not weighted:
         assert summary.normalizer == float(len(counted))
+    elif all(0 <= c < len(weight) for c in counted):     # (out-of-range classes are refused later)
+        assert summary.normalizer == pytest.approx(sum(weight[c] for c in counted), rel=1e-12)
 
 
 @pytest.mark.parametrize("targets", [[0.0, 1.0], [0.0, -100.0], [True, False]])

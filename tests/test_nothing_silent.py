@@ -20,6 +20,7 @@ Silent wrong results
 - test_pad_refuses_a_value_its_integer_dtype_cannot_hold_as_torch
 - test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch
 - test_results_take_pytorchs_dtype_where_numpy_would_widen_to_float64
+- test_clip_bounds_given_as_numpy_numbers_keep_the_tensors_dtype_as_torchs_python_numbers
 
 Training runs that lose work
 - test_a_run_diverging_in_its_last_step_keeps_the_last_good_checkpoint
@@ -297,13 +298,16 @@ def test_pad_refuses_a_value_its_integer_dtype_cannot_hold_as_torch(dtype, value
 
 
 @pytest.mark.parametrize("data, dtype, bad", [([2**63], None, 2**63), ([0, 300], "uint8", 300),
-                                              ([-129, 0], "int8", -129)])
+                                              ([-129, 0], "int8", -129), ([0, 2**63], None, 2**63),
+                                              ([1, 2**63], "int64", 2**63), ([[2**64]], None, 2**64)])
 def test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch(data, dtype, bad):
-    # [2**63] became -2**63 in int64, [0, 300] became [0, 44] in uint8.
+    # [2**63] became -2**63 in int64, [0, 300] became [0, 44] in uint8; NumPy holds [0, 2**63]
+    # as float64 (a float32 tensor, or -2**63 as int64) and [2**64] as objects.
     with pytest.raises((RuntimeError, ValueError), match="overflow|Overflow"):
         torch.tensor(data, dtype=None if dtype is None else getattr(torch, dtype))
-    with pytest.raises(ValueError, match=rf"tensor: {bad} does not fit dtype {dtype or 'int64'}"):
+    with pytest.raises(ValueError, match=rf"data: expected integers in \[.*\] for dtype {dtype or 'int64'}, got {bad}"):
         mg.tensor(data, dtype=dtype)
+    assert mg.tensor([0.5, 2**63]).dtype == torch.tensor([0.5, 2**63]).numpy().dtype  # beside a float: floats
     assert mg.tensor([2**63 - 1]).numpy().tolist() == [2**63 - 1]      # the largest int64 still fits
 
 
@@ -332,6 +336,17 @@ def test_results_take_pytorchs_dtype_where_numpy_would_widen_to_float64(case):
     result = PROMOTION_CASES[case](MG_FUNCTIONS, mg.tensor)
     assert str(result.dtype) == str(expected.dtype).removeprefix("torch.") == "float32"
     np.testing.assert_allclose(result.numpy(), expected.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("values, low, high", [([1, 7, -3], np.array(0), np.array(5)), ([1, 7, -3], np.int32(0), 5),
+                                              ([0.2, 7.0, -3.0], np.array(0.0), np.array(5.0))])
+def test_clip_bounds_given_as_numpy_numbers_keep_the_tensors_dtype_as_torchs_python_numbers(values, low, high):
+    # A 0-d array bound counts by its dtype: an int64 tensor clipped to np.array(5) stays int64
+    # (it became float32), a float32 one clipped to np.array(5.0) stays float32 (NumPy 2: float64).
+    expected = torch.clamp(torch.tensor(values), low.item(), high if isinstance(high, int) else high.item())
+    result = mg.clip(mg.tensor(values), low, high)
+    assert str(result.dtype) == str(expected.dtype).removeprefix("torch.")
+    np.testing.assert_array_equal(result.numpy(), expected.numpy())
 
 
 # ----------------------------------------------------------------------------- vague errors

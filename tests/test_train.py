@@ -125,8 +125,8 @@ def test_evaluate_regression_has_no_accuracy_and_marks_empty_classes_nan():
 def test_accuracy_skips_targets_equal_to_an_ignore_index_that_is_a_class_number(device):
     # ignore_index=0 is also class 0's number: samples labelled 0 are ignored, by the loss and the accuracy.
     counter = train.AccuracyCounter(nn.CrossEntropyLoss(ignore_index=0))
-    outputs = mg.tensor(np.array([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 5.0], [0.0, 5.0, 0.0]]), device=device)
-    counter.add(outputs, mg.tensor(np.array([0, 1, 2, 0]), device=device))   # predicted 0, 0, 2, 1
-    assert counter.accuracy() == 0.5                                           # samples 1 (wrong) and 2 (right)
+    outputs = mg.tensor(np.array([[5.0, 0.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 5.0], [5.0, 0.0, 0.0]]), device=device)
+    counter.add(outputs, mg.tensor(np.array([0, 1, 2, 0]), device=device))   # predicted 0, 0, 2, 0
+    assert counter.accuracy() == 0.5             # samples 1 (wrong) and 2 (right); counting 0 and 3 too: 0.75
     per_class = counter.per_class_accuracy()
     assert np.isnan(per_class[0]) and per_class[1:] == [0.0, 1.0]

@@ -472,12 +472,14 @@ def clip(a, low=None, high=None):
     if low is None and high is None:
         raise ValueError("clip: expected at least one of min/max, got neither")
     # Bounds are numbers beside the tensor (``dtypes.scalar_dtype``): an integer tensor clipped to
-    # 0.5 is float32, and a NumPy float64 bound does not make float32 values float64 (NumPy 2 would).
-    low, high = (bound.item() if isinstance(bound, backend.np.generic) else bound for bound in (low, high))
+    # 0.5 is float32, and a float64 bound (a NumPy scalar or a 0-d array) does not make float32
+    # values float64, as NumPy 2 would.
     dtype = a.dtype
     for bound in (low, high):
         if bound is not None:
             dtype = dtypes.scalar_dtype(dtype, bound)
+    low, high = (bound if bound is None or not hasattr(bound, "dtype")
+                 else backend.xp_of(a.array).asarray(bound, dtype=dtype) for bound in (low, high))
     return Clip.apply(a if dtype == a.dtype else cast(a, dtype), low=low, high=high)
 
 
