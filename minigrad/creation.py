@@ -58,8 +58,14 @@ def randint(*args, size=None, dtype=None, device=None):
     low, high = (0, args[0]) if len(args) == 1 else args
     if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in (low, high)) or low >= high:
         raise ValueError(f"randint: expected integers low < high, got low={low!r}, high={high!r}")
+    dtype = backend.int64 if dtype is None else backend.parse_dtype(dtype)
+    if dtype.kind in "iu":  # the cast below would wrap values the dtype cannot hold (300 -> 44 in uint8)
+        limits = np.iinfo(dtype)
+        if low < limits.min or high - 1 > limits.max:
+            raise ValueError(f"randint: expected low and high - 1 in [{limits.min}, {limits.max}] for dtype {dtype}, "
+                             f"got low={low}, high={high}")
     values = random.generator().integers(low, high, size=tuple(size))
-    return _make(values.astype(backend.int64 if dtype is None else backend.parse_dtype(dtype)), device, False)
+    return _make(values.astype(dtype), device, False)
 
 
 def arange(start, stop=None, step=1, dtype=None, device=None):

@@ -19,6 +19,7 @@ Silent wrong results
 - test_class_losses_refuse_a_weight_of_another_dtype_as_torch
 - test_pad_refuses_a_value_its_integer_dtype_cannot_hold_as_torch
 - test_python_integers_that_do_not_fit_the_dtype_are_refused_as_torch
+- test_randint_refuses_a_range_its_integer_dtype_cannot_hold_as_torch
 - test_results_take_pytorchs_dtype_where_numpy_would_widen_to_float64
 - test_clip_bounds_given_as_numpy_numbers_keep_the_tensors_dtype_as_torchs_python_numbers
 
@@ -336,6 +337,17 @@ def test_results_take_pytorchs_dtype_where_numpy_would_widen_to_float64(case):
     result = PROMOTION_CASES[case](MG_FUNCTIONS, mg.tensor)
     assert str(result.dtype) == str(expected.dtype).removeprefix("torch.") == "float32"
     np.testing.assert_allclose(result.numpy(), expected.numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("low, high", [(0, 300), (-1, 5)])
+def test_randint_refuses_a_range_its_integer_dtype_cannot_hold_as_torch(low, high):
+    # randint(0, 300, dtype=uint8) drew int64 values and cast them: 300 wrapped around to 44.
+    with pytest.raises(RuntimeError, match="out of bounds"):
+        torch.randint(low, high, (4,), dtype=torch.uint8)
+    with pytest.raises(ValueError, match=rf"randint: expected low and high - 1 in \[0, 255\] for dtype uint8, "
+                                         rf"got low={low}, high={high}"):
+        mg.randint(low, high, (4,), dtype="uint8")
+    assert set(mg.randint(0, 256, (4000,), dtype="uint8").numpy().tolist()) <= set(range(256))
 
 
 @pytest.mark.parametrize("values, low, high", [([1, 7, -3], np.array(0), np.array(5)), ([1, 7, -3], np.int32(0), 5),
