@@ -54,38 +54,28 @@ def from_python_data(data, dtype=None):
     """
     from_python = not isinstance(data, (np.ndarray, np.generic))
     array = np.asarray(data)
-    if from_python and (array.dtype == object or (array.dtype.kind == "f" and array.size
-                                                  and float(np.abs(array).max()) >= 2.0 ** 63)):
-        # Python ints beyond int64 are held as objects, or as float64 beside small ones
-        check_python_ints_fit(np.asarray(data, dtype=object).ravel(), backend.int64 if dtype is None else dtype)
+    if from_python:  # Python ints become int64 unless dtype says otherwise
+        check_python_ints_fit(data, array, backend.int64 if dtype is None else dtype)
     backend.check_tensor_dtype(array.dtype, "tensor")  # before any cast: '1' must not become 1.0
     if dtype is not None:
-        if from_python:
-            check_integers_fit(array, dtype)
         return array.astype(dtype, copy=False)
-    if not from_python:
-        return array
-    check_integers_fit(array, backend.int64)  # Python ints become int64
-    return as_pytorch_default(array)
+    return as_pytorch_default(array) if from_python else array
 
 
-def check_integers_fit(array, dtype):
+def check_python_ints_fit(data, array, dtype):
     """Python integers that an integer ``dtype`` cannot hold are refused, as PyTorch does: NumPy's
-    cast would wrap them around (300 becomes 44 in uint8, 2**63 becomes -2**63 in int64)."""
+    cast would wrap them around (300 becomes 44 in uint8, 2**63 becomes -2**63 in int64).
+    NumPy holds ints beyond int64 as objects, or as float64 beside small ones: those are read
+    again one by one (when every value is an int; a float among them makes the data floats)."""
     dtype = np.dtype(dtype)
-    if array.dtype.kind not in "iu" or dtype.kind not in "iu" or not array.size:
+    if dtype.kind not in "iu" or not array.size:
         return
-    refuse_integers_outside(dtype, int(array.min()), int(array.max()))
-
-
-def check_python_ints_fit(values, dtype):
-    """``check_integers_fit`` for data NumPy could not hold as integers: when every value is a
-    Python int (no float among them, which would make the data floats), they must fit ``dtype``
-    (int64 by default)."""
-    dtype = np.dtype(dtype)
-    if dtype.kind in "iu" and values.size and all(isinstance(v, numbers.Integral) and not isinstance(v, bool)
-                                                  for v in values):
-        refuse_integers_outside(dtype, min(values), max(values))
+    if array.dtype.kind in "iu":
+        refuse_integers_outside(dtype, int(array.min()), int(array.max()))
+    elif array.dtype == object or (array.dtype.kind == "f" and float(np.abs(array).max()) >= 2.0 ** 63):
+        values = np.asarray(data, dtype=object).ravel()
+        if all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+            refuse_integers_outside(dtype, min(values), max(values))
 
 
 def refuse_integers_outside(dtype, low, high):

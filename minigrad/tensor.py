@@ -22,6 +22,13 @@ def check_is_tensor(value, argument):
         raise TypeError(f"{argument}: expected a Tensor, got {type(value).__name__}")
 
 
+def check_floating_input(op_name, tensor):
+    """Ops whose math needs fractions refuse integer and bool inputs, naming the dtype: NumPy
+    would wrap their sums around or compute in float64, where PyTorch refuses too."""
+    if tensor.dtype.kind != "f":
+        raise TypeError(f"{op_name}: input must be floating point, got dtype {tensor.dtype}")
+
+
 def check_same_device(op_name, tensors):
     """Raise if an op's inputs live on different devices: nothing is copied implicitly."""
     if len(tensors) < 2:

@@ -15,6 +15,7 @@ import math
 from .. import backend, random
 from ..autograd import Function
 from ..backend import np
+from ..tensor import check_floating_input
 
 
 class Dropout(Function):
@@ -33,8 +34,7 @@ def dropout(x, p=0.5, training=True):
         raise ValueError(f"dropout: p must be a probability in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    if x.dtype.kind != "f":  # the 1/(1-p) scale has no integer value (PyTorch raises too)
-        raise TypeError(f"dropout: input must be floating point, got dtype {x.dtype}")
+    check_floating_input("dropout", x)  # the 1/(1-p) scale has no integer value
     if p == 1.0:
         return x * 0.0
     return Dropout.apply(x, mask=dropout_mask(x.shape, p, x.dtype, x.device))

@@ -18,7 +18,7 @@ from collections import namedtuple
 
 from .. import backend
 from ..autograd import Function
-from ..tensor import Tensor, check_is_tensor, check_same_device
+from ..tensor import Tensor, check_floating_input, check_is_tensor, check_same_device
 from .softmax import log_softmax_array
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -176,8 +176,7 @@ def check_class_target_arguments(name, logits, target, weight, ignore_index, red
     if logits.ndim != 2:
         raise ValueError(f"{name}: input must be 2-d (N, C), got shape {logits.shape}; minigrad has no "
                          f"(N, C, d1, ...) form: move the class axis last and reshape to (-1, C)")
-    if logits.dtype.kind != "f":
-        raise TypeError(f"{name}: input must be floating point, got dtype {logits.dtype}")
+    check_floating_input(name, logits)
     if target.dtype.kind not in "iu":
         raise TypeError(f"{name}: target must hold integer class indices, got dtype {target.dtype}")
     if target.shape != logits.shape[:1]:
@@ -359,8 +358,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     check_is_tensor(target, "target")
     if input.shape != target.shape:
         raise ValueError(f"binary_cross_entropy: target shape must equal input shape {input.shape}, got {target.shape}")
-    if input.dtype.kind != "f":
-        raise TypeError(f"binary_cross_entropy: input must be floating point, got dtype {input.dtype}")
+    check_floating_input("binary_cross_entropy", input)
     check_reduction(reduction)
     values = input.array
     if values.size and (float(values.min()) < 0 or float(values.max()) > 1):
@@ -390,8 +388,7 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     if input.shape != target.shape:
         raise ValueError(f"binary_cross_entropy_with_logits: target shape must equal input shape {input.shape}, "
                          f"got {target.shape}")
-    if input.dtype.kind != "f":
-        raise TypeError(f"binary_cross_entropy_with_logits: input must be floating point, got dtype {input.dtype}")
+    check_floating_input("binary_cross_entropy_with_logits", input)
     check_reduction(reduction)
     extras = [loss_weight("binary_cross_entropy_with_logits", argument, value, input)
               for argument, value in (("weight", weight), ("pos_weight", pos_weight))]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from .. import backend, parallel
 from ..autograd import Function
-from ..tensor import check_is_tensor
+from ..tensor import check_floating_input, check_is_tensor
 from .elementwise import keep_where
 from .layout import batch_first, batch_last, kernel_offsets, offset_pixels, output_size, pad_spatial, pair, unpad_spatial
 
@@ -296,6 +296,5 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
               [0.2500, 0.2500, 0.2500, 0.2500]]]])
     """
     kernel, stride, padding = _pool_arguments("avg_pool2d", x, kernel_size, stride, padding)
-    if x.dtype.kind != "f":  # an integer window sum wraps around (4 x 200 in uint8 is 32)
-        raise TypeError(f"avg_pool2d: input must be floating point, got dtype {x.dtype}")
+    check_floating_input("avg_pool2d", x)  # an integer window sum wraps around (4 x 200 in uint8 is 32)
     return AvgPool2d.apply(x, kernel=kernel, stride=stride, padding=padding)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import backend
 from ..autograd import Function
-from ..tensor import check_is_tensor
+from ..tensor import check_floating_input, check_is_tensor
 from .reduce import normalize_axis
 
 
@@ -15,13 +15,6 @@ def log_softmax_array(x, axis):
     xp = backend.xp_of(x)
     shifted = x - x.max(axis=axis, keepdims=True)
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
-
-
-def check_floating(name, x):
-    """Softmax of integers is refused (as PyTorch): NumPy would give float64, not PyTorch's float32."""
-    check_is_tensor(x, "input")
-    if x.dtype.kind != "f":
-        raise TypeError(f"{name}: input must be floating point, got dtype {x.dtype}")
 
 
 class LogSoftmax(Function):
@@ -49,7 +42,8 @@ def log_softmax(x, dim=-1):
     >>> x.grad
     tensor([ 0.9100, -0.2447, -0.6652])
     """
-    check_floating("log_softmax", x)
+    check_is_tensor(x, "input")
+    check_floating_input("log_softmax", x)  # NumPy: float64, PyTorch refuses
     axis = normalize_axis(dim, x.ndim, "dim")
     if x.ndim == 0:  # one value along its only axis (PyTorch accepts dim 0 / -1): log 1 = 0
         return LogSoftmax.apply(x.reshape(1), axis=0).reshape(())
@@ -82,7 +76,8 @@ def softmax(x, dim=-1):
     >>> x.grad
     tensor([-0.0599, -0.1628,  0.2227])
     """
-    check_floating("softmax", x)
+    check_is_tensor(x, "input")
+    check_floating_input("softmax", x)  # NumPy: float64, PyTorch refuses
     axis = normalize_axis(dim, x.ndim, "dim")
     if x.ndim == 0:  # one value along its only axis: probability 1
         return Softmax.apply(x.reshape(1), axis=0).reshape(())
