@@ -315,6 +315,21 @@ def test_batch_last_through_slabs_is_the_transpose_on_one_and_two_threads(monkey
         assert thread_splits == ["copy_slabs"], "the two-thread run split the slabs"
 
 
+def test_batch_last_of_a_small_batch_takes_scratch_no_bigger_than_the_batch():
+    """The slab scratch is ~64 Ki values for a big batch, but never more slabs than there are:
+    a tiny batch's transpose (and so memory.budget's measured peak) holds ~its own size, not 256 KiB."""
+    import tracemalloc
+    x = np.random.default_rng(5).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    tracemalloc.start()
+    try:
+        out = layout_module.batch_last(x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(out, x.transpose(1, 2, 3, 0))
+    assert peak <= 2 * x.nbytes + 4096, f"peak {peak} bytes for a {x.nbytes}-byte batch"
+
+
 @pytest.mark.parametrize("total, most", [(602112, 1 << 18), (84, 18), (84, 73), (7, 7), (10, 3), (3, 1), (1, 5),
                                          (5, 0), (0, 4)])
 def test_even_cut_makes_equal_pieces_no_bigger_than_asked_and_an_even_number_of_them(total, most):
