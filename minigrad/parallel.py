@@ -4,8 +4,9 @@ NumPy releases the GIL inside its copies, ufunc loops and BLAS calls on large ar
 Python threads running NumPy code run truly in parallel. A kernel that is big enough is split
 once into disjoint parts whose writes never overlap, and the parts are dealt out in turn
 (``run_split``): ops/conv.py splits its blocks of rows, ops/pool.py its channel chunks,
-ops/layout.py the slabs it transposes, ``matmul`` (the linear layers) blocks of 64 rows, and
-``elementwise`` (ReLU) chunks of memory. "Big enough" is counted in multiply-adds for products
+ops/layout.py the slabs it transposes, ``matmul`` (the linear layers) blocks of 64 rows,
+``matmuls`` (a linear layer's two gradients) whole products, and ``elementwise`` (ReLU) chunks
+of memory. "Big enough" is counted in multiply-adds for products
 (``PARALLEL_MIN_PRODUCT``) and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
 below that everything stays on the calling thread. A split costs ~25 us when the worker was
 just busy (the hand-off and the GIL going back and forth) and 80-200 us when it idled for a
@@ -46,6 +47,10 @@ PARALLEL_MIN_ELEMENTS = 1 << 18
 # LeNet at batch 32 measured faster on one thread, at batch 128 faster on two).
 PARALLEL_MIN_PRODUCT = 1 << 24
 PRODUCT_ROWS = 64        # rows per block of a big product (parallel.matmul)
+# From this many multiply-adds in all, independent products (a linear layer's two gradients) go
+# to the threads whole, one hand-off for all of them (LeNet's 400->120 layer at batch 128 makes
+# two of 6.1M: -0..4% a step at batch 128, -3% at 512; benchmarks/RESULTS.md).
+PARALLEL_MIN_PRODUCTS = 1 << 23
 
 
 def default_num_threads() -> int:
@@ -344,6 +349,30 @@ def matmul(a, b):
             xp.matmul(a[rows], b, out=out[rows])
     run_products(product_rows, -(-a.shape[0] // PRODUCT_ROWS), macs, xp)
     return out
+
+
+def matmuls(pairs):
+    """``[a @ b for a, b in pairs]`` for independent products (a linear layer's dx and dW).
+
+    Two threads can take whole products: when they are all 2-d and make at least
+    ``PARALLEL_MIN_PRODUCTS`` multiply-adds together, the products are dealt out to the threads,
+    each computed whole on one BLAS thread; otherwise each goes through ``matmul``. A product is
+    computed the same way, to the bit, with any ``num_threads`` (the choice depends on sizes only).
+    """
+    if not pairs:
+        return []
+    xp = backend.xp_of(pairs[0][0])
+    plain = xp is not backend.np or len(pairs) < 2 or any(a.ndim != 2 or b.ndim != 2 for a, b in pairs)
+    multiply_adds = 0 if plain else sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+    if multiply_adds < PARALLEL_MIN_PRODUCTS:
+        return [matmul(a, b) for a, b in pairs]
+    products = [None] * len(pairs)
+
+    def whole_products(part):
+        for i in part:
+            products[i] = xp.matmul(*pairs[i])
+    run_split(whole_products, len(pairs), multiply_adds, xp, min_size=PARALLEL_MIN_PRODUCTS)
+    return products
 
 
 def flat_in_memory_order(arrays):

@@ -225,32 +225,71 @@ def test_blas_is_held_to_one_thread_only_inside_minigrad_kernels(monkeypatch, th
     assert after == [2] * len(after), "the user's BLAS setting is back after the kernel"
 
 
-def linear_results(x, w, b, dtype):
-    x, w, b = (mg.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
+def linear_results(x, w, b, dtype, layout="rows"):
+    """F.linear forward and gradients; ``layout="columns"`` feeds x stored column by column (an
+    F-ordered view, as a flattened batch-last conv or pool output)."""
+    w, b = (mg.tensor(a.astype(dtype), requires_grad=True) for a in (w, b))
+    leaf = mg.tensor((x.T if layout == "columns" else x).astype(dtype), requires_grad=True)
+    x = leaf.T if layout == "columns" else leaf
+    assert x.numpy().flags.c_contiguous == (layout == "rows")
     out = F.linear(x, w, b)
     out.backward(mg.tensor(upstream_gradient(out.shape), dtype=dtype))
-    return {"forward": out.numpy(), "input grad": x.grad.numpy(), "weight grad": w.grad.numpy()}
+    input_grad = leaf.grad.numpy().T if layout == "columns" else leaf.grad.numpy()
+    return {"forward": out.numpy(), "input grad": input_grad, "weight grad": w.grad.numpy()}
 
 
+@pytest.mark.parametrize("layout", ["rows", "columns"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_linear_layer_products_split_by_rows_give_the_same_bits_and_match_torch(monkeypatch, thread_splits, dtype):
+def test_linear_layer_products_split_between_threads_give_the_same_bits_and_match_torch(monkeypatch, thread_splits,
+                                                                                       dtype, layout):
     rng = np.random.default_rng(7)
     x, w, b = rng.standard_normal((301, 403)), rng.standard_normal((121, 403)), rng.standard_normal(121)
     monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 0)
     monkeypatch.setattr(parallel, "num_threads", 1)
-    one = linear_results(x, w, b, dtype)
+    one = linear_results(x, w, b, dtype, layout)
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
-    two = linear_results(x, w, b, dtype)
-    assert thread_splits == ["product_rows"] * 3, "forward, input gradient and weight gradient each split in two"
+    two = linear_results(x, w, b, dtype, layout)
+    assert thread_splits == ["product_rows", "whole_products"], \
+        "forward split by rows; the input and weight gradients one product each thread"
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCTS", 10**12)
+    two_by_rows = linear_results(x, w, b, dtype, layout)
+    assert thread_splits[2:] == ["product_rows"] * 3, "below PARALLEL_MIN_PRODUCTS each gradient is split by rows"
+    tolerance = {} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-4}   # float32 sums in another order
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+        assert_close(two_by_rows[name], one[name], name, **tolerance)
     tx, tw, tb = (torch.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
     out = torch_F.linear(tx, tw, tb)
     out.backward(torch.tensor(upstream_gradient(out.shape), dtype=out.dtype))
-    tolerance = {} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-4}   # float32 sums in another order
     for name, expected in (("forward", out), ("input grad", tx.grad), ("weight grad", tw.grad)):
         assert_close(two[name], expected.detach().numpy(), name, **tolerance)
+
+
+def test_a_linear_layer_after_a_pool_returns_its_input_gradient_in_the_pools_layout(device, monkeypatch):
+    """pool -> flatten -> linear: the flattened batch-last pool output is stored column by column,
+    and dx comes back in that layout, so the pool's backward gets its batch-last gradient as a view."""
+    from minigrad.ops import linalg
+    seen, backward = [], linalg.Linear.backward
+
+    def recording_backward(self, grad):
+        grads = backward(self, grad)
+        seen.append(grads[0])
+        return grads
+    monkeypatch.setattr(linalg.Linear, "backward", recording_backward)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 4, 6, 6)).astype(np.float32)
+    weight, bias = rng.standard_normal((7, 36)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    mx, mw, mb = (mg.tensor(a, device=device, requires_grad=True) for a in (x, weight, bias))
+    out = F.linear(F.max_pool2d(mx, 2).flatten(1), mw, mb)
+    out.backward(mg.tensor(upstream_gradient(out.shape).astype(np.float32), device=device))
+    assert seen[0].flags.f_contiguous and not seen[0].flags.c_contiguous
+    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    expected = torch_F.linear(torch_F.max_pool2d(tx, 2).flatten(1), tw, tb)
+    expected.backward(torch.tensor(upstream_gradient(expected.shape).astype(np.float32)))
+    assert_close(out.numpy(), expected.detach().numpy(), "forward", rtol=1e-5, atol=1e-5)
+    for name, mine, theirs in (("input", mx, tx), ("weight", mw, tw), ("bias", mb, tb)):
+        assert_close(mine.grad.numpy(), theirs.grad.numpy(), f"{name} gradient", rtol=1e-5, atol=1e-5)
 
 
 def test_linear_layer_products_hold_blas_to_one_thread_and_give_it_back(monkeypatch):

@@ -78,6 +78,10 @@ class Linear(Function):
     def forward(self, x, weight, *bias):
         # dW needs x and dx needs W: each is kept only if the other input wants its gradient.
         self.save_for_backward(x if self.needs_input_grad[1] else None, weight if self.needs_input_grad[0] else None)
+        # x stored column by column, as the flattened batch-last output of a conv or pool: dx is
+        # then made in that layout too, so the reshape back and that op's batch-last view of dx
+        # move nothing (a (128, 400) transposing copy at LeNet's batch 128; benchmarks/RESULTS.md).
+        self.input_by_columns = x.ndim == 2 and x.flags.f_contiguous and not x.flags.c_contiguous
         out = parallel.matmul(as_rows(x), weight.T)                  # (batch, in) @ (in, out)
         if bias:
             out += bias[0]                                            # a fresh product: added in place
@@ -87,11 +91,18 @@ class Linear(Function):
         # out = x W^T + b  =>  dx = dout W,  dW = dout^T x,  db = dout summed over the batch
         x, weight = self.saved
         grad_rows = as_rows(grad)
+        products = []                          # dx and dW: two independent products, computed together
+        if self.needs_input_grad[0]:           # dx^T = W^T dout^T: dx column by column, as x was
+            products.append((weight.T, grad_rows.T) if self.input_by_columns else (grad_rows, weight))
+        if self.needs_input_grad[1]:
+            products.append((grad_rows.T, as_rows(x)))
+        results = parallel.matmuls(products)
         grad_x = grad_w = grad_b = None
         if self.needs_input_grad[0]:
-            grad_x = parallel.matmul(grad_rows, weight).reshape(*grad.shape[:-1], weight.shape[1])
+            grad_x = results.pop(0)
+            grad_x = grad_x.T if self.input_by_columns else grad_x.reshape(*grad.shape[:-1], weight.shape[1])
         if self.needs_input_grad[1]:
-            grad_w = parallel.matmul(grad_rows.T, as_rows(x))
+            grad_w = results.pop(0)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             grad_b = grad_rows.sum(axis=0)
         return grad_x, grad_w, grad_b
