@@ -5,9 +5,10 @@ Python threads running NumPy code run truly in parallel. A kernel that is big en
 once into disjoint parts whose writes never overlap, and the parts are dealt out in turn
 (``run_split``): ops/conv.py splits its blocks of rows, ops/pool.py its channel chunks,
 ops/layout.py the slabs it transposes, ``matmul`` (the linear layers) blocks of 64 rows,
-``matmuls`` (a linear layer's two gradients) whole products, and ``elementwise`` (ReLU) chunks
-of memory. "Big enough" is counted in multiply-adds for products
-(``PARALLEL_MIN_PRODUCT``) and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
+``matmuls_together`` the blocks of a linear layer's two gradients in one split, and
+``elementwise`` (ReLU) chunks of memory. "Big enough" is counted in multiply-adds for products
+(``PARALLEL_MIN_PRODUCT``, ``PARALLEL_MIN_PRODUCTS_TOGETHER`` for products computed together)
+and in values for memory-bound kernels (``PARALLEL_MIN_ELEMENTS``);
 below that everything stays on the calling thread. A split costs ~25 us when the worker was
 just busy (the hand-off and the GIL going back and forth) and 80-200 us when it idled for a
 millisecond or more (its core sleeps; measured on the VM of benchmarks/RESULTS.md), and two
@@ -44,13 +45,14 @@ from . import backend
 # faster than two (hand-off costs; LeNet at batch 128: 2^18 measured 5% faster than 2^20).
 PARALLEL_MIN_ELEMENTS = 1 << 18
 # Below this many multiply-adds a matrix product or a convolution stays on one thread (~0.5 ms;
-# LeNet at batch 32 measured faster on one thread, at batch 128 faster on two).
+# LeNet at batch 32 measured faster on one thread, at batch 128 faster on two); products computed
+# together start sharing the threads from PARALLEL_MIN_PRODUCTS_TOGETHER in all.
 PARALLEL_MIN_PRODUCT = 1 << 24
 PRODUCT_ROWS = 64        # rows per block of a big product (parallel.matmul)
-# From this many multiply-adds in all, independent products (a linear layer's two gradients) go
-# to the threads whole, one hand-off for all of them (LeNet's 400->120 layer at batch 128 makes
-# two of 6.1M: -0..4% a step at batch 128, -3% at 512; benchmarks/RESULTS.md).
-PARALLEL_MIN_PRODUCTS = 1 << 23
+# Independent products computed together (a linear layer's two gradients, ``matmuls_together``)
+# share the threads from this many multiply-adds in all, even when each is below
+# PARALLEL_MIN_PRODUCT (LeNet's 400->120 layer at batch 128 makes two of 6.1M; benchmarks/RESULTS.md).
+PARALLEL_MIN_PRODUCTS_TOGETHER = 1 << 23
 
 
 def default_num_threads() -> int:
@@ -331,47 +333,65 @@ def matmul(a, b):
     xp = backend.xp_of(a)
     if xp is not backend.np:
         return xp.matmul(a, b)
-    rows = a.shape[-2] if a.ndim > 1 else 1
-    cols = b.shape[-1] if b.ndim > 1 else 1
-    matrices = 1 if a.ndim <= 2 and b.ndim <= 2 else math.prod(xp.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
-    macs = matrices * rows * a.shape[-1] * cols
-    if macs < PARALLEL_MIN_PRODUCT:
+    size = multiply_adds(a, b)
+    if size < PARALLEL_MIN_PRODUCT:
         with one_blas_thread():
             return xp.matmul(a, b)
-    if a.ndim != 2 or b.ndim != 2 or rows <= PRODUCT_ROWS:
+    if not cut_into_rows(a, b):
         with callers_blas_threads():      # BLAS's own threads, even inside the backward walk's hold
             return xp.matmul(a, b)
-    out = xp.empty((rows, cols), dtype=xp.result_type(a, b))
-
-    def product_rows(blocks):
-        for block in blocks:
-            rows = slice(block * PRODUCT_ROWS, (block + 1) * PRODUCT_ROWS)
-            xp.matmul(a[rows], b, out=out[rows])
-    run_products(product_rows, -(-a.shape[0] // PRODUCT_ROWS), macs, xp)
-    return out
+    return products_in_blocks([(a, b)], [True], size, PARALLEL_MIN_PRODUCT)[0]
 
 
-def matmuls(pairs):
-    """``[a @ b for a, b in pairs]`` for independent products (a linear layer's dx and dW).
+def matmuls_together(pairs):
+    """``[matmul(a, b) for a, b in pairs]`` for independent products (a linear layer's dx and dW),
+    their blocks dealt out to the threads in one split: one hand-off instead of one per product,
+    and products too small to be cut alone share the threads whole, one each.
 
-    Two threads can take whole products: when they are all 2-d and make at least
-    ``PARALLEL_MIN_PRODUCTS`` multiply-adds together, the products are dealt out to the threads,
-    each computed whole on one BLAS thread; otherwise each goes through ``matmul``. A product is
-    computed the same way, to the bit, with any ``num_threads`` (the choice depends on sizes only).
+    Each product is cut as ``matmul`` cuts it alone (blocks of rows from ``PARALLEL_MIN_PRODUCT``
+    multiply-adds, else whole), so it has the same bits either way, with any ``num_threads``;
+    together they go to the threads from ``PARALLEL_MIN_PRODUCTS_TOGETHER`` multiply-adds in all.
     """
-    if not pairs:
-        return []
-    xp = backend.xp_of(pairs[0][0])
-    plain = xp is not backend.np or len(pairs) < 2 or any(a.ndim != 2 or b.ndim != 2 for a, b in pairs)
-    multiply_adds = 0 if plain else sum(a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
-    if multiply_adds < PARALLEL_MIN_PRODUCTS:
+    xp = backend.xp_of(pairs[0][0]) if pairs else backend.np
+    sizes = [multiply_adds(a, b) for a, b in pairs]
+    cut = [size >= PARALLEL_MIN_PRODUCT for size in sizes]
+    if (xp is not backend.np or len(pairs) < 2 or sum(sizes) < PARALLEL_MIN_PRODUCTS_TOGETHER
+            or any(big and not cut_into_rows(a, b) for big, (a, b) in zip(cut, pairs))):
         return [matmul(a, b) for a, b in pairs]
-    products = [None] * len(pairs)
+    return products_in_blocks(pairs, cut, sum(sizes), PARALLEL_MIN_PRODUCTS_TOGETHER)
 
-    def whole_products(part):
-        for i in part:
-            products[i] = xp.matmul(*pairs[i])
-    run_split(whole_products, len(pairs), multiply_adds, xp, min_size=PARALLEL_MIN_PRODUCTS)
+
+def multiply_adds(a, b):
+    """Multiply-adds of ``a @ b`` (batch axes broadcast, 1-d operands count as one row or column)."""
+    rows = a.shape[-2] if a.ndim > 1 else 1
+    cols = b.shape[-1] if b.ndim > 1 else 1
+    matrices = 1 if a.ndim <= 2 and b.ndim <= 2 else math.prod(backend.np.broadcast_shapes(a.shape[:-2], b.shape[:-2]))
+    return matrices * rows * a.shape[-1] * cols
+
+
+def cut_into_rows(a, b):
+    """Whether minigrad can cut ``a @ b`` into blocks of rows: 2-d, more than one block of rows."""
+    return a.ndim == 2 and b.ndim == 2 and a.shape[0] > PRODUCT_ROWS
+
+
+def products_in_blocks(pairs, cut, size, min_size):
+    """The products ``a @ b``, those marked in ``cut`` in blocks of ``PRODUCT_ROWS`` rows and the
+    others whole, all blocks dealt out to the threads in one split from ``min_size`` multiply-adds."""
+    xp = backend.np
+    products = [xp.empty((a.shape[0], b.shape[1]), dtype=xp.result_type(a, b)) if big else None
+                for big, (a, b) in zip(cut, pairs)]
+    blocks = [(i, slice(start, start + PRODUCT_ROWS) if big else None)
+              for i, (big, (a, _)) in enumerate(zip(cut, pairs))
+              for start in (range(0, a.shape[0], PRODUCT_ROWS) if big else (0,))]
+
+    def product_blocks(part):
+        for i, rows in (blocks[k] for k in part):
+            a, b = pairs[i]
+            if rows is None:
+                products[i] = xp.matmul(a, b)                 # whole, on this thread
+            else:
+                xp.matmul(a[rows], b, out=products[i][rows])
+    run_split(product_blocks, len(blocks), size, xp, min_size=min_size)
     return products
 
 

@@ -250,25 +250,74 @@ def test_linear_layer_products_split_between_threads_give_the_same_bits_and_matc
     assert not thread_splits
     monkeypatch.setattr(parallel, "num_threads", 2)
     two = linear_results(x, w, b, dtype, layout)
-    assert thread_splits == ["product_rows", "whole_products"], \
-        "forward split by rows; the input and weight gradients one product each thread"
-    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCTS", 10**12)
-    two_by_rows = linear_results(x, w, b, dtype, layout)
-    assert thread_splits[2:] == ["product_rows"] * 3, "below PARALLEL_MIN_PRODUCTS each gradient is split by rows"
-    tolerance = {} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-4}   # float32 sums in another order
+    assert thread_splits == ["product_blocks"] * 2, "forward; then the blocks of both gradients in one split"
     for name in one:
         np.testing.assert_array_equal(two[name], one[name], err_msg=name)
-        assert_close(two_by_rows[name], one[name], name, **tolerance)
     tx, tw, tb = (torch.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b))
     out = torch_F.linear(tx, tw, tb)
     out.backward(torch.tensor(upstream_gradient(out.shape), dtype=out.dtype))
+    tolerance = {} if dtype == np.float64 else {"rtol": 1e-5, "atol": 1e-4}   # float32 sums in another order
     for name, expected in (("forward", out), ("input grad", tx.grad), ("weight grad", tw.grad)):
         assert_close(two[name], expected.detach().numpy(), name, **tolerance)
 
 
-def test_a_linear_layer_after_a_pool_returns_its_input_gradient_in_the_pools_layout(device, monkeypatch):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("min_product", [0, 10**9], ids=["cut-into-rows", "whole"])
+def test_products_together_give_the_bits_of_each_product_alone(monkeypatch, thread_splits, min_product, dtype):
+    """A linear layer's two gradients, computed together on two threads, are bit for bit what
+    ``matmul`` gives for each alone on one thread; the threads start at PARALLEL_MIN_PRODUCTS_TOGETHER."""
+    rng = np.random.default_rng(11)
+    grad = rng.standard_normal((130, 70)).astype(dtype)
+    weight, x = rng.standard_normal((70, 90)).astype(dtype), rng.standard_normal((130, 90)).astype(dtype)
+    pairs = [(grad, weight), (grad.T, x)]
+    total = 2 * 130 * 70 * 90
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", min_product)
+    monkeypatch.setattr(parallel, "num_threads", 1)
+    alone = [parallel.matmul(a, b) for a, b in pairs]
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    thread_splits.clear()
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCTS_TOGETHER", total)
+    together = parallel.matmuls_together(pairs)
+    assert thread_splits == ["product_blocks"], "at the threshold: one split for both products"
+    for mine, theirs, plain in zip(together, alone, (grad @ weight, grad.T @ x)):
+        np.testing.assert_array_equal(mine, theirs)
+        np.testing.assert_allclose(mine, plain, **({"rtol": 1e-5, "atol": 1e-4} if dtype == np.float32 else {}))
+    thread_splits.clear()
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCTS_TOGETHER", total + 1)
+    below = parallel.matmuls_together(pairs)
+    expected_splits = ["product_blocks"] * 2 if min_product == 0 else []     # each cut alone, or none
+    assert thread_splits == expected_splits, "below the threshold each product goes through matmul"
+    for mine, theirs in zip(below, alone):
+        np.testing.assert_array_equal(mine, theirs)
+
+
+def test_a_linear_layers_big_uncut_input_gradient_keeps_blas_threads(monkeypatch, thread_splits):
+    """dx of a big layer at a batch too small to cut into rows keeps BLAS's own threads, as a
+    big uncut product alone does, even though dW beside it is cut and split."""
+    from threadpoolctl import threadpool_limits
+    monkeypatch.setattr(parallel, "num_threads", 2)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCT", 1000)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_PRODUCTS_TOGETHER", 1000)
+    x = mg.tensor(np.ones((3, 50)), requires_grad=True)
+    w = mg.tensor(np.ones((400, 50)), requires_grad=True)
+    out = F.linear(x, w)
+    seen, matmul = [], np.matmul
+    monkeypatch.setattr(np, "matmul", lambda a, b, **kwargs: seen.append((a.shape, blas_threads()))
+                        or matmul(a, b, **kwargs))
+    with threadpool_limits(limits=2, user_api="blas"):
+        out.backward(mg.tensor(np.ones(out.shape)))
+    input_gradient = [threads for shape, threads in seen if shape == (3, 400)]
+    assert input_gradient and all(threads == [2] * len(threads) for threads in input_gradient)
+    assert thread_splits == ["product_blocks"], "dW: 400 rows, cut and split"
+    np.testing.assert_array_equal(x.grad.numpy(), np.full((3, 50), 400.0))
+    np.testing.assert_array_equal(w.grad.numpy(), np.full((400, 50), 3.0))
+
+
+@pytest.mark.parametrize("frozen", [False, True], ids=["weights-trained", "weights-frozen"])
+def test_a_linear_layer_after_a_pool_returns_its_input_gradient_in_the_pools_layout(device, monkeypatch, frozen):
     """pool -> flatten -> linear: the flattened batch-last pool output is stored column by column,
-    and dx comes back in that layout, so the pool's backward gets its batch-last gradient as a view."""
+    and dx comes back in that layout, so the pool's backward gets its batch-last gradient as a view
+    (with frozen weights dx is the only product)."""
     from minigrad.ops import linalg
     seen, backward = [], linalg.Linear.backward
 
@@ -280,16 +329,20 @@ def test_a_linear_layer_after_a_pool_returns_its_input_gradient_in_the_pools_lay
     rng = np.random.default_rng(3)
     x = rng.standard_normal((5, 4, 6, 6)).astype(np.float32)
     weight, bias = rng.standard_normal((7, 36)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
-    mx, mw, mb = (mg.tensor(a, device=device, requires_grad=True) for a in (x, weight, bias))
+    mx = mg.tensor(x, device=device, requires_grad=True)
+    mw, mb = (mg.tensor(a, device=device, requires_grad=not frozen) for a in (weight, bias))
     out = F.linear(F.max_pool2d(mx, 2).flatten(1), mw, mb)
     out.backward(mg.tensor(upstream_gradient(out.shape).astype(np.float32), device=device))
     assert seen[0].flags.f_contiguous and not seen[0].flags.c_contiguous
-    tx, tw, tb = (torch.tensor(a, requires_grad=True) for a in (x, weight, bias))
+    tx = torch.tensor(x, requires_grad=True)
+    tw, tb = (torch.tensor(a, requires_grad=not frozen) for a in (weight, bias))
     expected = torch_F.linear(torch_F.max_pool2d(tx, 2).flatten(1), tw, tb)
     expected.backward(torch.tensor(upstream_gradient(expected.shape).astype(np.float32)))
     assert_close(out.numpy(), expected.detach().numpy(), "forward", rtol=1e-5, atol=1e-5)
-    for name, mine, theirs in (("input", mx, tx), ("weight", mw, tw), ("bias", mb, tb)):
+    trained = [("input", mx, tx)] + ([] if frozen else [("weight", mw, tw), ("bias", mb, tb)])
+    for name, mine, theirs in trained:
         assert_close(mine.grad.numpy(), theirs.grad.numpy(), f"{name} gradient", rtol=1e-5, atol=1e-5)
+    assert frozen == (mw.grad is None)
 
 
 def test_linear_layer_products_hold_blas_to_one_thread_and_give_it_back(monkeypatch):

@@ -96,13 +96,13 @@ class Linear(Function):
             products.append((weight.T, grad_rows.T) if self.input_by_columns else (grad_rows, weight))
         if self.needs_input_grad[1]:
             products.append((grad_rows.T, as_rows(x)))
-        results = parallel.matmuls(products)
+        results = iter(parallel.matmuls_together(products))
         grad_x = grad_w = grad_b = None
         if self.needs_input_grad[0]:
-            grad_x = results.pop(0)
+            grad_x = next(results)
             grad_x = grad_x.T if self.input_by_columns else grad_x.reshape(*grad.shape[:-1], weight.shape[1])
         if self.needs_input_grad[1]:
-            grad_w = results.pop(0)
+            grad_w = next(results)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
             grad_b = grad_rows.sum(axis=0)
         return grad_x, grad_w, grad_b
