@@ -215,7 +215,8 @@ def host_batch(dataset, collate_fn, indices):
 def default_collate(samples):
     """Stack a list of samples into one batch, field by field (PyTorch's default_collate):
     tuples and lists of fields give a tuple of stacked arrays, dicts a dict, arrays and numbers
-    one stacked array (Python floats as float64, ints as int64, as PyTorch does here)."""
+    one stacked array (Python floats as float64, ints as int64, NumPy scalars and arrays keeping
+    their dtype, as PyTorch does here)."""
     first = samples[0]
     if isinstance(first, (tuple, list)):
         if any(len(sample) != len(first) for sample in samples):
@@ -232,7 +233,7 @@ def _host(value):
         return value.numpy()
     if isinstance(value, bool):
         return np.asarray(value)
-    if isinstance(value, numbers.Integral):
+    if isinstance(value, numbers.Integral) and not isinstance(value, np.generic):  # np.uint8(3) stays uint8
         return np.asarray(value, dtype=np.int64)
     return np.asarray(value)
 
