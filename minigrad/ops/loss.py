@@ -37,6 +37,12 @@ def counted_target_weights(target, weight, ignore_index):
     return weight[safe_target] * counted, safe_target
 
 
+def picked_log_probs(log_probs, rows, safe_target, counted):
+    """log p_i[t_i] for each sample, exactly 0 where the target is ignored: its stand-in class 0
+    may have log p = -inf, and a weight of 0 times -inf would be NaN (PyTorch skips those samples)."""
+    return backend.xp_of(log_probs).where(counted, log_probs[rows, safe_target], 0)
+
+
 # normalizer: sum of the counted targets' weights; count: how many targets are counted;
 # smallest/largest: the extreme counted classes (meaningless when count is 0).
 TargetSummary = namedtuple("TargetSummary", ["normalizer", "count", "smallest", "largest"])
@@ -123,13 +129,19 @@ class CrossEntropy(Function):
         sample_weights, safe_target = counted_target_weights(target, weight, ignore_index)
         sample_weights = sample_weights.astype(logits.dtype, copy=False)      # w[t_i], 0 if ignored
         # q[i, c] = d loss_i / d(-log p_i[c]): the target distribution the loss pulls towards
+        rows, counted = xp.arange(n), target != ignore_index
         q = xp.zeros_like(log_probs)
-        q[xp.arange(n), safe_target] = (1 - label_smoothing) * sample_weights
+        q[rows, safe_target] = (1 - label_smoothing) * sample_weights
+        # loss_i = sum_c q_ic * (-log p_ic), summed term by term, not as (q * log p).sum(): a class
+        # that cannot be (a logit of -inf, a masked class) has log p = -inf, and its q of 0 times
+        # -inf would make the loss NaN where it is finite (PyTorch's too). Ignored samples are
+        # exactly 0 whatever their logits.
+        per_sample = -(1 - label_smoothing) * sample_weights * picked_log_probs(log_probs, rows, safe_target, counted)
         if label_smoothing:
             class_weights = xp.ones(num_classes, dtype=logits.dtype) if weight is None else weight
-            counted = target != ignore_index
             q += (label_smoothing / num_classes) * class_weights[None, :] * counted[:, None]
-        per_sample = -(q * log_probs).sum(axis=1)                             # (N,)
+            smoothing = -(class_weights[None, :] * log_probs).sum(axis=1)       # every class counts here
+            per_sample = per_sample + (label_smoothing / num_classes) * xp.where(counted, smoothing, 0)
         self.save_for_backward(log_probs, q)
         self.reduction, self.normalizer = reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
@@ -229,7 +241,7 @@ class NLLLoss(Function):
         sample_weights, safe_target = counted_target_weights(target, weight, ignore_index)
         sample_weights = sample_weights.astype(log_probs.dtype, copy=False)   # w[t_i], 0 if ignored
         rows = xp.arange(log_probs.shape[0])
-        per_sample = -sample_weights * log_probs[rows, safe_target]            # (N,)
+        per_sample = -sample_weights * picked_log_probs(log_probs, rows, safe_target, target != ignore_index)
         self.save_for_backward(sample_weights, safe_target)
         self.input_shape, self.reduction, self.normalizer = log_probs.shape, reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
