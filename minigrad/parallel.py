@@ -351,6 +351,8 @@ def matmuls_together(pairs):
     Each product is cut as ``matmul`` cuts it alone (blocks of rows from ``PARALLEL_MIN_PRODUCT``
     multiply-adds, else whole), so it has the same bits either way, with any ``num_threads``;
     together they go to the threads from ``PARALLEL_MIN_PRODUCTS_TOGETHER`` multiply-adds in all.
+    When a big product cannot be cut (batched, or ``PRODUCT_ROWS`` rows or fewer), each product
+    goes through ``matmul`` on its own, and that one keeps BLAS's own threads.
     """
     xp = backend.xp_of(pairs[0][0]) if pairs else backend.np
     sizes = [multiply_adds(a, b) for a, b in pairs]

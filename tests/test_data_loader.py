@@ -621,10 +621,12 @@ def test_default_collate_stacks_fields_like_torch():
     import torch
     from torch.utils.data import default_collate as torch_collate
 
-    samples = [(np.array([1.0, 2.0]), 3, 0.5, np.uint8(7), np.float32(0.25), np.int32(-2), True),
-               (np.array([4.0, 5.0]), 6, 1.5, np.uint8(9), np.float32(0.75), np.int32(5), False)]
+    samples = [(np.array([1.0, 2.0]), 3, 0.5, np.uint8(7), np.float32(0.25), np.int32(-2), True,
+                np.bool_(True), np.float16(1.5), np.array(4, np.int16)),
+               (np.array([4.0, 5.0]), 6, 1.5, np.uint8(9), np.float32(0.75), np.int32(5), False,
+                np.bool_(False), np.float16(-2.0), np.array(7, np.int16))]
     ours, theirs = default_collate(samples), torch_collate(samples)
-    assert len(ours) == len(theirs) == 7
+    assert len(ours) == len(theirs) == 10
     for a, b in zip(ours, theirs):
         np.testing.assert_array_equal(a, b.numpy())
         assert str(a.dtype) == str(b.dtype).replace("torch.", "")

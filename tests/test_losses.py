@@ -73,8 +73,9 @@ def test_cross_entropy_is_stable_for_huge_logits(device):
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_cross_entropy_with_masked_classes_matches_torch(device, label_smoothing, reduction, weighted):
-    """A logit of -inf (a class masked out) has probability 0: the loss stays finite, as PyTorch's,
-    and an ignored sample counts exactly 0 whatever its logits (0 * -inf had made both NaN)."""
+    """A logit of -inf (a class masked out) has probability 0: without label smoothing the loss stays
+    finite, with it it is +inf, both as PyTorch's; an ignored sample counts exactly 0 whatever its
+    logits (0 * -inf had made the loss NaN)."""
     logits = np.array([[0.0, -np.inf, 1.0, 0.5], [2.0, 0.5, -np.inf, -np.inf],
                        [-np.inf, 1.0, 0.0, 0.2], [0.3, 0.1, -0.4, 1.2]])
     case = dict(logits=logits, target=np.array([2, 0, -100, 3]), ignore_index=-100, reduction=reduction,
@@ -88,16 +89,24 @@ def test_cross_entropy_with_masked_classes_matches_torch(device, label_smoothing
         assert np.isfinite(values).all()
 
 
-def test_nll_loss_of_an_ignored_sample_whose_stand_in_class_has_zero_probability_is_zero(device):
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss_of_an_ignored_sample_whose_stand_in_class_has_zero_probability_is_zero(device, reduction,
+                                                                                         weighted):
     """Ignored targets look up class 0 as a stand-in; its log-probability may be -inf."""
     with np.errstate(divide="ignore"):
         log_probs = np.log(np.array([[0.0, 1.0], [0.5, 0.5], [0.0, 1.0]]))
     target = np.array([-100, 1, 1])
-    for reduction in ("none", "mean"):
-        out = check_against_torch(lambda x, t: F.nll_loss(x, t, reduction=reduction),
-                                  lambda x, t: torch_F.nll_loss(x, t, reduction=reduction),
-                                  log_probs, target, device=device)
-        assert np.isfinite(out.numpy()).all()
+    weight = np.array([2.0, 0.5]) if weighted else None
+
+    def mg_fn(x, t):
+        return F.nll_loss(x, t, weight=None if weight is None else mg.tensor(weight, device=x.device),
+                          reduction=reduction)
+
+    def torch_fn(x, t):
+        return torch_F.nll_loss(x, t, weight=None if weight is None else torch.tensor(weight), reduction=reduction)
+    out = check_against_torch(mg_fn, torch_fn, log_probs, target, device=device)
+    assert np.isfinite(out.numpy()).all()
 
 
 def test_cross_entropy_normalizer_counts_weights_of_counted_targets():

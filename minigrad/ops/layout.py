@@ -71,7 +71,8 @@ def batch_last(x):
     g = next(size for size in range(min(64, k), 0, -1) if k % size == 0)  # g divides K
     runs = x.reshape(n, k // g, g)
     out_slabs = out.reshape(k // g, g, n)
-    per_part = max(1, min(k // g, (64 * 1024) // (n * g)))    # slabs per part: ~64 Ki values, in cache
+    # Slabs per part: ~64 Ki values (in cache), and no more slabs than there are.
+    per_part = max(1, min(k // g, (64 * 1024) // (n * g)))
 
     def copy_slabs(parts):
         scratch = xp.empty((per_part, n, g), dtype=x.dtype)  # one per thread, reused: stays in cache

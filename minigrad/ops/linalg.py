@@ -92,7 +92,7 @@ class Linear(Function):
         x, weight = self.saved
         grad_rows = as_rows(grad)
         products = []                          # dx and dW: two independent products, computed together
-        if self.needs_input_grad[0]:           # dx^T = W^T dout^T: dx column by column, as x was
+        if self.needs_input_grad[0]:           # x by columns: dx^T = W^T dout^T, dx by columns too
             products.append((weight.T, grad_rows.T) if self.input_by_columns else (grad_rows, weight))
         if self.needs_input_grad[1]:
             products.append((grad_rows.T, as_rows(x)))

@@ -27,20 +27,22 @@ REDUCTIONS = ("none", "sum", "mean")
 def counted_target_weights(target, weight, ignore_index):
     """Per-sample weight in the loss: w[target] (1 without class weights), 0 where ignored.
 
-    Also returns the targets with ignored entries replaced by class 0, safe for indexing.
+    Also returns the targets with ignored entries replaced by class 0, safe for indexing, and
+    the mask of the counted (not ignored) targets.
     """
     xp = backend.xp_of(target)
     counted = target != ignore_index
     safe_target = xp.where(counted, target, 0)
     if weight is None:
-        return counted.astype(backend.float64), safe_target
-    return weight[safe_target] * counted, safe_target
+        return counted.astype(backend.float64), safe_target, counted
+    return weight[safe_target] * counted, safe_target, counted
 
 
-def picked_log_probs(log_probs, rows, safe_target, counted):
+def target_log_probs(log_probs, safe_target, counted):
     """log p_i[t_i] for each sample, exactly 0 where the target is ignored: its stand-in class 0
     may have log p = -inf, and a weight of 0 times -inf would be NaN (PyTorch skips those samples)."""
-    return backend.xp_of(log_probs).where(counted, log_probs[rows, safe_target], 0)
+    xp = backend.xp_of(log_probs)
+    return xp.where(counted, log_probs[xp.arange(log_probs.shape[0]), safe_target], 0)
 
 
 # normalizer: sum of the counted targets' weights; count: how many targets are counted;
@@ -126,17 +128,17 @@ class CrossEntropy(Function):
         xp = backend.xp_of(logits)
         n, num_classes = logits.shape
         log_probs = log_softmax_array(logits, axis=1)                         # (N, C)
-        sample_weights, safe_target = counted_target_weights(target, weight, ignore_index)
+        sample_weights, safe_target, counted = counted_target_weights(target, weight, ignore_index)
         sample_weights = sample_weights.astype(logits.dtype, copy=False)      # w[t_i], 0 if ignored
         # q[i, c] = d loss_i / d(-log p_i[c]): the target distribution the loss pulls towards
-        rows, counted = xp.arange(n), target != ignore_index
         q = xp.zeros_like(log_probs)
-        q[rows, safe_target] = (1 - label_smoothing) * sample_weights
-        # loss_i = sum_c q_ic * (-log p_ic), summed term by term, not as (q * log p).sum(): a class
-        # that cannot be (a logit of -inf, a masked class) has log p = -inf, and its q of 0 times
-        # -inf would make the loss NaN where it is finite (PyTorch's too). Ignored samples are
-        # exactly 0 whatever their logits.
-        per_sample = -(1 - label_smoothing) * sample_weights * picked_log_probs(log_probs, rows, safe_target, counted)
+        q[xp.arange(n), safe_target] = (1 - label_smoothing) * sample_weights
+        # loss_i = sum_c q_ic * (-log p_ic), but not as (q * log p).sum(): a class that cannot be
+        # (a logit of -inf, a masked class) has log p = -inf, and its q of 0 times -inf would make
+        # the loss NaN. The target's term is gathered and the smoothing term summed on its own:
+        # without smoothing the loss stays finite; with it, it is +inf, as PyTorch's. Ignored
+        # samples count exactly 0 whatever their logits.
+        per_sample = -(1 - label_smoothing) * sample_weights * target_log_probs(log_probs, safe_target, counted)
         if label_smoothing:
             class_weights = xp.ones(num_classes, dtype=logits.dtype) if weight is None else weight
             q += (label_smoothing / num_classes) * class_weights[None, :] * counted[:, None]
@@ -237,11 +239,9 @@ class NLLLoss(Function):
     log_softmax). Ignored samples contribute 0; ``mean`` divides by ``normalizer`` (as CrossEntropy)."""
 
     def forward(self, log_probs, target, weight, ignore_index, reduction, normalizer):
-        xp = backend.xp_of(log_probs)
-        sample_weights, safe_target = counted_target_weights(target, weight, ignore_index)
+        sample_weights, safe_target, counted = counted_target_weights(target, weight, ignore_index)
         sample_weights = sample_weights.astype(log_probs.dtype, copy=False)   # w[t_i], 0 if ignored
-        rows = xp.arange(log_probs.shape[0])
-        per_sample = -sample_weights * picked_log_probs(log_probs, rows, safe_target, target != ignore_index)
+        per_sample = -sample_weights * target_log_probs(log_probs, safe_target, counted)
         self.save_for_backward(sample_weights, safe_target)
         self.input_shape, self.reduction, self.normalizer = log_probs.shape, reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
