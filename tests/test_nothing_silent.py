@@ -14,6 +14,7 @@ Silent wrong results
 - test_relu_gradient_is_exactly_torchs_for_inf_and_nan_gradients_on_a_batch_last_view
 - test_max_gradient_goes_to_the_nan_as_torch
 - test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradients
+- test_selecting_ops_send_exact_zeros_elsewhere_even_for_inf_and_nan_gradients
 - test_module_load_state_dict_changes_nothing_when_any_entry_is_bad
 - test_ops_that_need_floats_refuse_integer_inputs_naming_the_dtype_as_torch
 - test_class_losses_refuse_a_weight_of_another_dtype_as_torch
@@ -229,6 +230,33 @@ def test_max_pool_sends_nothing_but_zeros_to_losers_even_for_inf_and_nan_gradien
     # gradients in another order than PyTorch, hence rtol (atol 0 keeps zeros exact).
     rtol = 1e-5 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("op", ["clamp-min", "clamp-max", "max-dim", "max-all", "min-dim"])
+def test_selecting_ops_send_exact_zeros_elsewhere_even_for_inf_and_nan_gradients(device, op):
+    """clamp and max/min (with or without dim) multiplied the gradient by their 0/1 mask, so an inf
+    or NaN gradient (sqrt or log of a clamped 0, of a maximum of 0) made the unselected values NaN;
+    PyTorch selects: they get exactly 0."""
+    x = np.array([[-1.0, 0.0, 2.0], [0.0, -3.0, -0.5]])
+    grad_out = {"clamp-min": [[1.0, np.inf, 2.0], [np.nan, 1.0, -np.inf]],
+                "clamp-max": [[np.inf, 1.0, np.nan], [1.0, -np.inf, 2.0]],
+                "max-dim": [np.inf, np.nan], "max-all": np.inf, "min-dim": [-np.inf, np.nan]}[op]
+
+    def apply(module, t):
+        if op == "clamp-min":
+            return t.clamp(min=0.0)
+        if op == "clamp-max":
+            return t.clamp(max=0.0)
+        if op == "max-all":
+            return t.max()
+        values = (t.max(1) if op == "max-dim" else t.min(1))
+        return values[0] if module is torch else values.values
+    ours = mg.tensor(x, requires_grad=True, device=device)
+    apply(mg, ours).backward(mg.tensor(np.array(grad_out), device=device))
+    theirs = torch.tensor(x, requires_grad=True)
+    apply(torch, theirs).backward(torch.tensor(np.array(grad_out)))
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+    assert (ours.grad.numpy() == 0).any(), "the unselected values get exactly 0"
 
 
 # ----------------------------------------------------------------------------- load_state_dict

@@ -454,7 +454,9 @@ class Clip(Function):
             inside = inside & (a >= self.low)
         if self.high is not None:
             inside = inside & (a <= self.high)
-        return grad * inside
+        # Selected, not multiplied: outside values get exactly 0 even when grad is inf or NaN there
+        # (x.clamp(min=0).sqrt() sends inf back at 0: 0 * inf was NaN; PyTorch's is 0).
+        return backend.xp_of(grad).where(inside, grad, 0)
 
 
 def clip(a, low=None, high=None):

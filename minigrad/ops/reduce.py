@@ -157,6 +157,10 @@ class AMax(Function):
             is_extreme |= xp.isnan(a) & xp.isnan(out)
         count = is_extreme.sum(axis=self.axes, keepdims=True)
         with backend.np.errstate(invalid="ignore", divide="ignore"):  # 0/0 -> NaN, as in PyTorch
+            if self.nan_is_extreme:
+                # torch.max(x)'s gradient is written into zeros at the extremes: the others stay 0
+                # even when grad is inf or NaN. amax's is PyTorch's product, NaN there as well.
+                return xp.where(is_extreme, grad / count, 0)
             return grad * is_extreme / count
 
 
@@ -199,7 +203,9 @@ class TakeAlongAxis(Function):
         grad = grad if self.keepdims else xp.expand_dims(grad, self.axis)
         position_shape = [-1 if i == self.axis else 1 for i in range(len(self.input_shape))]
         positions = xp.arange(self.input_shape[self.axis]).reshape(position_shape)
-        return grad * (positions == index)
+        # Selected, not multiplied: the other positions get exactly 0 even when grad is inf or NaN
+        # (x.max(1).values.sqrt() at a maximum of 0), as PyTorch's scatter into zeros.
+        return xp.where(positions == index, grad, 0)
 
 
 def _extreme(name, a, axis, keepdims, dim, keepdim, largest):
