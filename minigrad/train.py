@@ -227,8 +227,11 @@ def add_back_gradients(parameters, earlier):
 
 def share_of_batch_loss(micro_batch_sum, normalizer):
     """``micro_batch_sum / normalizer``; with nothing counted in the whole batch (normaliser 0)
-    the full batch's loss is 0/0 = NaN but its gradient is 0 (PyTorch's too), so the share is
-    ``sum * 0``: backpropagating ``1/0`` would put 0 * inf = NaN into .grad instead."""
+    the full batch's loss is 0/0 = NaN but its gradient is 0, so the share is ``sum * 0``:
+    backpropagating ``1/0`` would put 0 * inf = NaN into .grad instead. PyTorch's gradient is 0
+    too when every target is ignored; when targets are counted but all their class weights are
+    0, PyTorch's is NaN (weight 0 times 1/0, at those targets; cross_entropy spreads it over their
+    rows) and minigrad's stays 0."""
     return micro_batch_sum / normalizer if normalizer else micro_batch_sum * 0.0
 
 

@@ -278,7 +278,8 @@ def reduce_per_element(per_element, reduction):
 
 def per_sample_scale(grad, reduction, normalizer):
     """How the upstream gradient reaches each sample's row: itself ('none', as a column), shared
-    ('sum'), divided by the normaliser ('mean'; 0 when nothing counted, PyTorch's gradient)."""
+    ('sum'), divided by the normaliser ('mean'; 0 when nothing counted: PyTorch's gradient when
+    every target is ignored; with counted targets whose class weights are all 0, PyTorch's is NaN)."""
     if reduction == "none":
         return grad[:, None]
     if reduction == "sum":
