@@ -109,6 +109,23 @@ def test_nll_loss_of_an_ignored_sample_whose_stand_in_class_has_zero_probability
     assert np.isfinite(out.numpy()).all()
 
 
+@pytest.mark.parametrize("loss, reduction", [("nll_loss", "none"), ("nll_loss", "sum"), ("cross_entropy", "none")])
+def test_class_loss_gradients_stay_zero_where_nothing_flows_even_for_inf_upstream_gradients(device, loss, reduction):
+    """The backward multiplied its whole gradient matrix by the upstream gradient, so an inf or NaN
+    there (the log of per-sample losses, which are exactly 0 on ignored rows) made ignored rows and
+    non-target entries NaN; PyTorch leaves them exactly 0."""
+    logits = np.array([[0.2, -1.0, 0.5], [1.0, 0.0, -0.5], [0.3, 0.3, 0.1], [-0.2, 0.4, 2.0]])
+    target = np.array([2, -100, 0, -100])
+    upstream = np.array([1.5, np.inf, -0.5, np.nan]) if reduction == "none" else np.array(np.inf)
+    ours = mg.tensor(logits, requires_grad=True, device=device)
+    getattr(F, loss)(ours, mg.tensor(target, device=device), reduction=reduction).backward(
+        mg.tensor(upstream, device=device))
+    theirs = torch.tensor(logits, requires_grad=True)
+    getattr(torch_F, loss)(theirs, torch.tensor(target), reduction=reduction).backward(torch.tensor(upstream))
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-12, atol=0)
+    assert (ours.grad.numpy()[[1, 3]] == 0).all(), "ignored rows get exactly 0"
+
+
 def test_cross_entropy_normalizer_counts_weights_of_counted_targets():
     target = mg.tensor(np.array([0, 2, -100, 2]))
     weight = mg.tensor(np.array([0.5, 1.0, 2.0]))

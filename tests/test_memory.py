@@ -129,13 +129,13 @@ def test_batch_part_is_inputs_plus_targets():
 def test_measured_activations_of_one_linear_layer_equal_a_hand_count(device):
     """Linear(5, 3) + cross-entropy, float64, 4 samples. The matmul saves its input (the batch,
     part 3) and the weight (part 1); cross-entropy saves the log-probabilities and the target
-    distribution q, both (4, 3): 2 * 4 * 3 * 8 bytes."""
+    distribution q, both (4, 3): 2 * 4 * 3 * 8 bytes, and which of the 4 targets count (4 bools)."""
     mg.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 3)).to(mg.float64).to(device)
     inputs = mg.tensor(np.ones((4, 5)), device=device)
     targets = mg.tensor([0, 1, 2, 0], device=device)
     report = memory.budget(model, None, inputs, targets, nn.CrossEntropyLoss())
-    assert report.activations == 2 * 4 * 3 * 8
+    assert report.activations == 2 * 4 * 3 * 8 + 4
     # Besides the saved arrays the graph keeps only the loss (8 bytes): the outputs of x @ W^T
     # and of + b were not saved by any op, so they are already freed.
     assert report.graph_held == report.activations + 8

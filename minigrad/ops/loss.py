@@ -144,16 +144,20 @@ class CrossEntropy(Function):
             q += (label_smoothing / num_classes) * class_weights[None, :] * counted[:, None]
             smoothing = -(class_weights[None, :] * log_probs).sum(axis=1)       # every class counts here
             per_sample = per_sample + (label_smoothing / num_classes) * xp.where(counted, smoothing, 0)
-        self.save_for_backward(log_probs, q)
+        self.save_for_backward(log_probs, q, counted)
         self.reduction, self.normalizer = reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
 
     def backward(self, grad):
         # d loss_i / d logits_i = sum_c q_ic * softmax_i - q_i   (through log_softmax)
-        log_probs, q = self.saved
+        log_probs, q, counted = self.saved
         xp = backend.xp_of(grad)
         grad_logits = xp.exp(log_probs) * q.sum(axis=1, keepdims=True) - q
-        return grad_logits * per_sample_scale(grad, self.reduction, self.normalizer)
+        # Ignored rows are exactly 0 even when their upstream gradient is inf or NaN (as PyTorch's);
+        # their 0 * inf, computed and then discarded, is no warning.
+        with backend.np.errstate(invalid="ignore"):
+            scaled = grad_logits * per_sample_scale(grad, self.reduction, self.normalizer)
+        return xp.where(counted[:, None], scaled, 0)
 
 
 def cross_entropy(logits, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *,
@@ -242,17 +246,22 @@ class NLLLoss(Function):
         sample_weights, safe_target, counted = counted_target_weights(target, weight, ignore_index)
         sample_weights = sample_weights.astype(log_probs.dtype, copy=False)   # w[t_i], 0 if ignored
         per_sample = -sample_weights * target_log_probs(log_probs, safe_target, counted)
-        self.save_for_backward(sample_weights, safe_target)
+        self.save_for_backward(sample_weights, safe_target, counted)
         self.input_shape, self.reduction, self.normalizer = log_probs.shape, reduction, normalizer
         return reduce_per_sample(per_sample, reduction, self.normalizer)
 
     def backward(self, grad):
-        # d loss_i / d input_ic = -w[t_i] where c = t_i, 0 elsewhere
-        sample_weights, safe_target = self.saved
+        # d loss_i / d input_ic = -w[t_i] where c = t_i, 0 elsewhere: written at the targets only,
+        # so the other entries and ignored rows stay exactly 0 even for an inf or NaN upstream
+        # gradient (as PyTorch's; a product with the zeros would make them NaN).
+        sample_weights, safe_target, counted = self.saved
         xp = backend.xp_of(grad)
+        scale = per_sample_scale(grad, self.reduction, self.normalizer)
+        with backend.np.errstate(invalid="ignore"):    # an ignored row's 0 * inf, discarded below
+            values = -sample_weights * (scale[:, 0] if scale.ndim == 2 else scale)
         grad_input = xp.zeros(self.input_shape, dtype=grad.dtype)
-        grad_input[xp.arange(self.input_shape[0]), safe_target] = -sample_weights
-        return grad_input * per_sample_scale(grad, self.reduction, self.normalizer)
+        grad_input[xp.arange(self.input_shape[0]), safe_target] = xp.where(counted, values, 0)
+        return grad_input
 
 
 def reduce_per_sample(per_sample, reduction, normalizer):
