@@ -60,9 +60,9 @@ def randint(*args, size=None, dtype=None, device=None):
         raise ValueError(f"randint: expected integers low < high, got low={low!r}, high={high!r}")
     dtype = backend.int64 if dtype is None else backend.parse_dtype(dtype)
     if dtype.kind in "iu":  # the cast below would wrap values the dtype cannot hold (300 -> 44 in uint8)
-        limits = np.iinfo(dtype)
-        if low < limits.min or high - 1 > limits.max:
-            raise ValueError(f"randint: expected low and high - 1 in [{limits.min}, {limits.max}] for dtype {dtype}, "
+        smallest, largest = dtypes.integer_range(dtype)
+        if low < smallest or high - 1 > largest:
+            raise ValueError(f"randint: expected low and high - 1 in [{smallest}, {largest}] for dtype {dtype}, "
                              f"got low={low}, high={high}")
     values = random.generator().integers(low, high, size=tuple(size))
     return _make(values.astype(dtype), device, False)

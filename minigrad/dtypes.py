@@ -79,10 +79,16 @@ def check_python_ints_fit(data, array, dtype):
 
 
 def refuse_integers_outside(dtype, low, high):
+    smallest, largest = integer_range(dtype)
+    if low < smallest or high > largest:
+        raise ValueError(f"data: expected integers in [{smallest}, {largest}] for dtype {dtype}, "
+                         f"got {low if low < smallest else high}")
+
+
+def integer_range(dtype):
+    """The smallest and largest value an integer ``dtype`` holds, as Python ints."""
     limits = np.iinfo(dtype)
-    if low < limits.min or high > limits.max:
-        raise ValueError(f"data: expected integers in [{limits.min}, {limits.max}] for dtype {dtype}, "
-                         f"got {low if low < limits.min else high}")
+    return int(limits.min), int(limits.max)
 
 
 def as_pytorch_default(array):

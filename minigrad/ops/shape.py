@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numbers
 
-from .. import backend
+from .. import backend, dtypes
 from ..autograd import Function
 from ..tensor import Tensor
 from .reduce import normalize_axis
@@ -256,7 +256,7 @@ def pad(a, pad_width, value=0.0):
     if a.dtype.kind != "f" and value != int(value):  # NumPy would silently truncate it
         raise ValueError(f"value: expected a whole number to pad a {a.dtype} tensor, got {value!r}")
     if a.dtype.kind in "iu":  # NumPy would wrap it around (-1 pads uint8 with 255)
-        low, high = int(backend.np.iinfo(a.dtype).min), int(backend.np.iinfo(a.dtype).max)
+        low, high = dtypes.integer_range(a.dtype)
         if not low <= value <= high:
             raise ValueError(f"value: expected a number in [{low}, {high}] to pad a {a.dtype} tensor, got {value!r}")
     return Pad.apply(a, pad_width=pad_width, value=value)
